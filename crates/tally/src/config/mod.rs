@@ -1,0 +1,239 @@
+//! Configuration of `tally serve`: flags that mirror `TALLY_*` environment variables (12-factor),
+//! the original Go service's variables as a fallback (drop-in replacement), secrets from files.
+
+mod redis;
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+pub use self::redis::{RedisAuth, RedisTarget, SentinelTarget, StoreConfig};
+pub use self::secret::Secret;
+
+/// Every flag of `tally serve`; each one can also be set by the environment variable it names.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address of the public listener (counters, API). Falls back to `PORT` (binds 0.0.0.0:$PORT).
+    /// [default: 0.0.0.0:8080]
+    #[arg(long, env = "TALLY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Address of the admin listener: /healthz, /readyz, /metrics. Kept off the id space.
+    #[arg(long, env = "TALLY_ADMIN_LISTEN", default_value = "0.0.0.0:8081")]
+    pub admin_listen: SocketAddr,
+
+    /// Standalone Redis: redis://[user:pass@]host:port/db, or rediss:// for TLS.
+    /// Falls back to REDIS_HOST / REDIS_PORT / REDIS_DB. With neither this nor sentinels set,
+    /// tally uses an in-process memory store (not shared, not durable).
+    #[arg(long, env = "TALLY_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Sentinel mode: comma-separated host:port list of Redis Sentinels.
+    #[arg(long, env = "TALLY_REDIS_SENTINELS", value_delimiter = ',')]
+    pub redis_sentinels: Vec<String>,
+
+    /// The master name the sentinels monitor.
+    #[arg(long, env = "TALLY_REDIS_MASTER_NAME", default_value = "mymaster")]
+    pub redis_master_name: String,
+
+    /// Redis database number in Sentinel mode (standalone takes it from the URL path).
+    #[arg(long, env = "TALLY_REDIS_DB")]
+    pub redis_db: Option<i64>,
+
+    /// Redis ACL user name (Redis 6+). Overrides a user name in the URL.
+    #[arg(long, env = "TALLY_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+
+    /// Redis password. Prefer --redis-password-file. Overrides a password in the URL;
+    /// falls back to REDIS_PASSWORD.
+    #[arg(long, env = "TALLY_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
+    /// File holding the Redis password (a mounted Kubernetes Secret).
+    #[arg(long, env = "TALLY_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// ACL user name for the sentinels, when they require one.
+    #[arg(long, env = "TALLY_SENTINEL_USERNAME")]
+    pub sentinel_username: Option<String>,
+
+    /// Password of the sentinels (their `requirepass`).
+    #[arg(long, env = "TALLY_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub sentinel_password: Option<String>,
+
+    /// File holding the sentinels' password.
+    #[arg(long, env = "TALLY_SENTINEL_PASSWORD_FILE")]
+    pub sentinel_password_file: Option<PathBuf>,
+
+    /// Prefix of counter keys in Redis. An empty prefix stores counters under the raw id, as the
+    /// original service did: only for migrating its data, since any key becomes a counter.
+    #[arg(long, env = "TALLY_KEY_PREFIX", default_value = "count:")]
+    pub key_prefix: String,
+
+    /// Deadline of one request's store work; past it the request gets 503.
+    #[arg(long, env = "TALLY_REQUEST_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How long an Idempotency-Key is remembered.
+    #[arg(long, env = "TALLY_IDEMPOTENCY_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub idempotency_ttl: Duration,
+
+    /// How often readiness pings the store (probes read the cached result).
+    #[arg(long, env = "TALLY_READINESS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub readiness_interval: Duration,
+
+    /// After SIGTERM, /readyz answers 503 and requests are still served this long, so load
+    /// balancers stop sending traffic before the listener closes.
+    #[arg(long, env = "TALLY_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the delay, how long in-flight requests get to finish before the process exits.
+    #[arg(long, env = "TALLY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format: json (default when stdout is not a terminal) or text.
+    #[arg(long, env = "TALLY_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub store: StoreConfig,
+    pub key_prefix: String,
+    pub request_timeout: Duration,
+    pub idempotency_ttl: Duration,
+    pub readiness_interval: Duration,
+    pub shutdown_delay: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// Resolves flags, `TALLY_*` variables (already folded in by clap) and the legacy variables,
+    /// read through `env` so tests need not touch the process environment.
+    pub fn resolve(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let listen = match (args.listen, env("PORT")) {
+            (Some(addr), _) => addr,
+            (None, Some(port)) => {
+                let port: u16 = port
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("PORT must be a port number, got {port:?}"))?;
+                SocketAddr::from(([0, 0, 0, 0], port))
+            }
+            (None, None) => SocketAddr::from(([0, 0, 0, 0], 8080)),
+        };
+        let admin_listen = args.admin_listen;
+        if listen == admin_listen && listen.port() != 0 {
+            anyhow::bail!("the listener and the admin listener cannot share {listen}");
+        }
+        if args.request_timeout.is_zero() {
+            anyhow::bail!("TALLY_REQUEST_TIMEOUT must be greater than zero");
+        }
+        if args.idempotency_ttl < Duration::from_secs(1) {
+            anyhow::bail!("TALLY_IDEMPOTENCY_TTL must be at least 1s");
+        }
+        if args.readiness_interval.is_zero() {
+            anyhow::bail!("TALLY_READINESS_INTERVAL must be greater than zero");
+        }
+        Ok(Self {
+            listen,
+            admin_listen,
+            store: StoreConfig::resolve(args, env)?,
+            key_prefix: args.key_prefix.clone(),
+            request_timeout: args.request_timeout,
+            idempotency_ttl: args.idempotency_ttl,
+            readiness_interval: args.readiness_interval,
+            shutdown_delay: args.shutdown_delay,
+            shutdown_timeout: args.shutdown_timeout,
+        })
+    }
+
+    /// A configuration for tests and embedding: loopback listeners on free ports, memory store.
+    pub fn for_tests() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store: StoreConfig::Memory,
+            key_prefix: "count:".into(),
+            request_timeout: Duration::from_secs(2),
+            idempotency_ttl: Duration::from_secs(600),
+            readiness_interval: Duration::from_millis(200),
+            shutdown_delay: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(flags: &[&str]) -> ServeArgs {
+        let mut argv = vec!["tally"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).unwrap().serve
+    }
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn defaults_are_memory_store_on_8080_and_8081() {
+        let cfg = ServeConfig::resolve(&parse(&[]), &env_of(&[])).unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(cfg.admin_listen, "0.0.0.0:8081".parse().unwrap());
+        assert!(matches!(cfg.store, StoreConfig::Memory));
+        assert_eq!(cfg.key_prefix, "count:");
+        assert_eq!(cfg.request_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn legacy_port_is_used_only_without_tally_listen() {
+        let cfg = ServeConfig::resolve(&parse(&[]), &env_of(&[("PORT", "9000")])).unwrap();
+        assert_eq!(cfg.listen.port(), 9000);
+        let cfg = ServeConfig::resolve(
+            &parse(&["--listen", "127.0.0.1:7000"]),
+            &env_of(&[("PORT", "9000")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.listen.port(), 7000);
+        let err = ServeConfig::resolve(&parse(&[]), &env_of(&[("PORT", "http")])).unwrap_err();
+        assert!(err.to_string().contains("PORT"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_as_humantime() {
+        let args = parse(&["--request-timeout", "250ms", "--shutdown-delay", "0s"]);
+        let cfg = ServeConfig::resolve(&args, &env_of(&[])).unwrap();
+        assert_eq!(cfg.request_timeout, Duration::from_millis(250));
+        assert_eq!(cfg.shutdown_delay, Duration::ZERO);
+        let zero = parse(&["--request-timeout", "0s"]);
+        assert!(ServeConfig::resolve(&zero, &env_of(&[])).is_err());
+    }
+
+    #[test]
+    fn listeners_must_differ() {
+        let args = parse(&["--listen", "0.0.0.0:9000", "--admin-listen", "0.0.0.0:9000"]);
+        assert!(ServeConfig::resolve(&args, &env_of(&[])).is_err());
+    }
+}

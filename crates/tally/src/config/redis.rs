@@ -1,0 +1,329 @@
+//! Which store to use and how to reach it: memory, standalone Redis, or Redis behind Sentinel.
+
+use std::fmt;
+
+use super::secret::{secret_from, Secret};
+use super::ServeArgs;
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// In-process counters: not shared between replicas, lost on restart.
+    Memory,
+    Redis(RedisTarget),
+    Sentinel(SentinelTarget),
+}
+
+/// Credentials and database shared by the standalone and Sentinel modes.
+#[derive(Debug, Clone, Default)]
+pub struct RedisAuth {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub db: i64,
+}
+
+/// A standalone Redis server, parsed from `redis://` or `rediss://`.
+#[derive(Debug, Clone)]
+pub struct RedisTarget {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub auth: RedisAuth,
+}
+
+#[derive(Debug, Clone)]
+pub struct SentinelTarget {
+    pub sentinels: Vec<(String, u16)>,
+    pub master_name: String,
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<Secret>,
+    pub auth: RedisAuth,
+}
+
+impl StoreConfig {
+    pub(super) fn resolve(
+        args: &ServeArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let password = secret_from(
+            args.redis_password.as_deref(),
+            args.redis_password_file.as_deref(),
+            "TALLY_REDIS_PASSWORD",
+        )?
+        .or_else(|| env("REDIS_PASSWORD").filter(|p| !p.is_empty()).map(Secret::new));
+        let username = args.redis_username.clone().filter(|u| !u.is_empty());
+
+        if !args.redis_sentinels.is_empty() {
+            if args.redis_url.is_some() {
+                anyhow::bail!("set either TALLY_REDIS_URL or TALLY_REDIS_SENTINELS, not both");
+            }
+            let sentinels = args
+                .redis_sentinels
+                .iter()
+                .map(|s| parse_host_port(s, 26379))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if args.redis_master_name.trim().is_empty() {
+                anyhow::bail!("TALLY_REDIS_MASTER_NAME must not be empty");
+            }
+            return Ok(Self::Sentinel(SentinelTarget {
+                sentinels,
+                master_name: args.redis_master_name.clone(),
+                sentinel_username: args.sentinel_username.clone().filter(|u| !u.is_empty()),
+                sentinel_password: secret_from(
+                    args.sentinel_password.as_deref(),
+                    args.sentinel_password_file.as_deref(),
+                    "TALLY_SENTINEL_PASSWORD",
+                )?,
+                auth: RedisAuth {
+                    username,
+                    password,
+                    db: db_or_legacy(args.redis_db, env)?,
+                },
+            }));
+        }
+
+        if let Some(url) = &args.redis_url {
+            let mut target = RedisTarget::parse_url(url)?;
+            if username.is_some() {
+                target.auth.username = username;
+            }
+            if password.is_some() {
+                target.auth.password = password;
+            }
+            return Ok(Self::Redis(target));
+        }
+
+        // The original service's variables, so tally replaces it without new configuration.
+        if let Some(host) = env("REDIS_HOST").filter(|h| !h.is_empty()) {
+            let port = match env("REDIS_PORT") {
+                Some(p) => p
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("REDIS_PORT must be a port number, got {p:?}"))?,
+                None => 6379,
+            };
+            return Ok(Self::Redis(RedisTarget {
+                host,
+                port,
+                tls: false,
+                auth: RedisAuth {
+                    username,
+                    password,
+                    db: db_or_legacy(args.redis_db, env)?,
+                },
+            }));
+        }
+        Ok(Self::Memory)
+    }
+}
+
+fn db_or_legacy(flag: Option<i64>, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i64> {
+    let db = match (flag, env("REDIS_DB")) {
+        (Some(db), _) => db,
+        (None, Some(db)) => db
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("REDIS_DB must be a number, got {db:?}"))?,
+        (None, None) => 0,
+    };
+    if db < 0 {
+        anyhow::bail!("the Redis database number must not be negative");
+    }
+    Ok(db)
+}
+
+fn parse_host_port(s: &str, default_port: u16) -> anyhow::Result<(String, u16)> {
+    let s = s.trim();
+    // Bracketed IPv6 literal: [::1]:26379
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| anyhow::anyhow!("bad sentinel address {s:?}"))?;
+        (host, tail.strip_prefix(':'))
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() {
+        anyhow::bail!("bad sentinel address {s:?}: empty host");
+    }
+    let port = match port {
+        Some(p) => p
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad sentinel address {s:?}: port must be a number"))?,
+        None => default_port,
+    };
+    Ok((host.to_owned(), port))
+}
+
+impl RedisTarget {
+    pub fn parse_url(raw: &str) -> anyhow::Result<Self> {
+        // The URL may hold a password: errors describe the problem, never echo the input.
+        let url = url::Url::parse(raw)
+            .map_err(|e| anyhow::anyhow!("TALLY_REDIS_URL is not a valid URL: {e}"))?;
+        let tls = match url.scheme() {
+            "redis" => false,
+            "rediss" => true,
+            other => anyhow::bail!("TALLY_REDIS_URL scheme must be redis or rediss, not {other}"),
+        };
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("TALLY_REDIS_URL has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| anyhow::anyhow!("TALLY_REDIS_URL credentials are not valid UTF-8"))
+        };
+        let username = Some(decode(url.username())?).filter(|u| !u.is_empty());
+        let password = match url.password() {
+            Some(p) => Some(Secret::new(decode(p)?)).filter(|p| !p.expose().is_empty()),
+            None => None,
+        };
+        let db = match url.path().trim_start_matches('/') {
+            "" => 0,
+            n => n
+                .parse::<i64>()
+                .ok()
+                .filter(|d| *d >= 0)
+                .ok_or_else(|| anyhow::anyhow!("TALLY_REDIS_URL path must be a database number"))?,
+        };
+        Ok(Self {
+            host,
+            port: url.port().unwrap_or(6379),
+            tls,
+            auth: RedisAuth {
+                username,
+                password,
+                db,
+            },
+        })
+    }
+}
+
+/// The form printed in the startup log: the URL without its password.
+impl fmt::Display for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        write!(f, "{scheme}://")?;
+        match (&self.auth.username, &self.auth.password) {
+            (Some(u), Some(_)) => write!(f, "{u}:<redacted>@")?,
+            (Some(u), None) => write!(f, "{u}@")?,
+            (None, Some(_)) => write!(f, ":<redacted>@")?,
+            (None, None) => {}
+        }
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(f, "{host}:{}/{}", self.port, self.auth.db)
+    }
+}
+
+impl fmt::Display for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory"),
+            Self::Redis(t) => write!(f, "redis {t}"),
+            Self::Sentinel(t) => {
+                let list: Vec<String> = t.sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                write!(
+                    f,
+                    "sentinel master={} sentinels={} db={} password={} sentinel_password={}",
+                    t.master_name,
+                    list.join(","),
+                    t.auth.db,
+                    if t.auth.password.is_some() { "<redacted>" } else { "none" },
+                    if t.sentinel_password.is_some() { "<redacted>" } else { "none" },
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn store(flags: &[&str], env: &'static [(&'static str, &'static str)]) -> anyhow::Result<StoreConfig> {
+        let mut argv = vec!["tally"];
+        argv.extend_from_slice(flags);
+        let args = Cli::try_parse_from(argv).unwrap().serve;
+        StoreConfig::resolve(&args, &|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn url_with_credentials_is_parsed_and_redacted() {
+        let StoreConfig::Redis(t) = store(&["--redis-url", "redis://app:p%40ss@cache:6380/3"], &[]).unwrap() else {
+            panic!("expected standalone redis")
+        };
+        assert_eq!((t.host.as_str(), t.port, t.auth.db), ("cache", 6380, 3));
+        assert_eq!(t.auth.username.as_deref(), Some("app"));
+        assert_eq!(t.auth.password.as_ref().unwrap().expose(), "p@ss");
+        let shown = t.to_string();
+        assert_eq!(shown, "redis://app:<redacted>@cache:6380/3");
+        assert!(!format!("{t:?}").contains("p@ss"));
+    }
+
+    #[test]
+    fn explicit_password_overrides_the_url() {
+        let StoreConfig::Redis(t) =
+            store(&["--redis-url", "rediss://:old@h", "--redis-password", "new"], &[]).unwrap()
+        else {
+            panic!()
+        };
+        assert!(t.tls);
+        assert_eq!(t.auth.password.unwrap().expose(), "new");
+    }
+
+    #[test]
+    fn bad_urls_are_rejected_without_echoing_them() {
+        for bad in ["http://x", "redis://:secretpw@h/abc", "not a url secretpw"] {
+            let err = store(&["--redis-url", bad], &[]).unwrap_err().to_string();
+            assert!(!err.contains("secretpw"), "{err}");
+        }
+    }
+
+    #[test]
+    fn legacy_variables_select_redis() {
+        let env = &[("REDIS_HOST", "redis"), ("REDIS_PORT", "6380"), ("REDIS_PASSWORD", "pw"), ("REDIS_DB", "2")];
+        let StoreConfig::Redis(t) = store(&[], env).unwrap() else { panic!() };
+        assert_eq!((t.host.as_str(), t.port, t.auth.db), ("redis", 6380, 2));
+        assert_eq!(t.auth.password.unwrap().expose(), "pw");
+    }
+
+    #[test]
+    fn sentinels_parse_with_default_port_and_ipv6() {
+        let StoreConfig::Sentinel(t) =
+            store(&["--redis-sentinels", "s1:26380,s2,[::1]:26381", "--sentinel-password", "sp"], &[]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            t.sentinels,
+            vec![("s1".into(), 26380), ("s2".into(), 26379), ("::1".into(), 26381)]
+        );
+        assert_eq!(t.master_name, "mymaster");
+        assert!(!StoreConfig::Sentinel(t).to_string().contains("sp "));
+        assert!(store(&["--redis-sentinels", "s1:x"], &[]).is_err());
+        assert!(store(&["--redis-sentinels", "s1", "--redis-url", "redis://h"], &[]).is_err());
+    }
+
+    #[test]
+    fn nothing_configured_means_memory() {
+        assert!(matches!(store(&[], &[]).unwrap(), StoreConfig::Memory));
+    }
+}

@@ -1,0 +1,171 @@
+//! The counter routes: `GET /{id}` and `GET /count/{id}` increment, `GET /api/v1/counters/{id}`
+//! reads. Only GET increments: HEAD and the rest get 405, since a probe or a prefetch that
+//! sends HEAD must not change a count.
+
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{RawPathParams, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::store::Idempotency;
+
+pub const MAX_ID_BYTES: usize = 256;
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/{id}", increment_route())
+        .route("/count/{id}", increment_route())
+        .route(
+            "/api/v1/counters/{id}",
+            get(read).fallback(|| async { ApiError::method_not_allowed("GET, HEAD") }),
+        )
+}
+
+fn increment_route() -> MethodRouter<AppState> {
+    // axum answers HEAD with the GET handler unless HEAD has its own.
+    get(increment)
+        .head(|| async { ApiError::method_not_allowed("GET") })
+        .fallback(|| async { ApiError::method_not_allowed("GET") })
+}
+
+#[derive(Serialize)]
+struct Count {
+    count: i64,
+}
+
+#[derive(Serialize)]
+struct CounterView<'a> {
+    id: &'a str,
+    count: i64,
+}
+
+async fn increment(
+    State(state): State<AppState>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = id_param(params)?;
+    let key = idempotency_key(&headers)?;
+    let idem = key.map(|key| Idempotency {
+        key,
+        ttl: state.idempotency_ttl,
+    });
+    let done = state.store.incr(&id, idem, state.request_timeout).await?;
+    let mut response = no_store(Json(Count { count: done.count }).into_response());
+    if done.replayed {
+        crate::metrics::idempotent_replay();
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn read(
+    State(state): State<AppState>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+) -> Result<Response, ApiError> {
+    let id = id_param(params)?;
+    let count = state.store.get(&id, state.request_timeout).await?;
+    Ok(no_store(Json(CounterView { id: &id, count }).into_response()))
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The route's single `{id}` capture, percent-decoded by the router, then validated.
+fn id_param(params: Result<RawPathParams, RawPathParamsRejection>) -> Result<String, ApiError> {
+    let params = params.map_err(|_| ApiError::bad_request("id must be valid UTF-8 after percent-decoding"))?;
+    let (_, raw) = params
+        .iter()
+        .next()
+        .ok_or_else(|| ApiError::bad_request("missing id"))?;
+    validate_id(raw).map_err(ApiError::bad_request)?;
+    Ok(raw.to_owned())
+}
+
+/// An id is one path segment: 1–256 bytes of UTF-8 without control characters, and not a
+/// dot-segment (`.` or `..`), which URL normalisation would silently rewrite.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("id must not be empty".into());
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(format!("id is {} bytes; the limit is {MAX_ID_BYTES}", id.len()));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("id must not contain control characters".into());
+    }
+    if id == "." || id == ".." {
+        return Err("id must not be '.' or '..'".into());
+    }
+    Ok(())
+}
+
+/// The optional `Idempotency-Key` header: 1–255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_request(format!(
+            "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
+        ))
+    };
+    let key = value.to_str().map_err(|_| bad())?;
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES || !visible {
+        return Err(bad());
+    }
+    Ok(Some(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_ids() {
+        for id in ["a", "user-42", "ünïcødé", "a/b", "a b", "%", &"x".repeat(256)] {
+            assert!(validate_id(id).is_ok(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_ids_say_why() {
+        let cases = [
+            ("", "empty"),
+            (&"x".repeat(257) as &str, "limit is 256"),
+            ("a\nb", "control"),
+            ("\u{7f}", "control"),
+            (".", "'.'"),
+            ("..", "'..'"),
+        ];
+        for (id, why) in cases {
+            let err = validate_id(id).unwrap_err();
+            assert!(err.contains(why), "{id:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn idempotency_key_rules() {
+        let mut h = HeaderMap::new();
+        assert_eq!(idempotency_key(&h).unwrap(), None);
+        h.insert("idempotency-key", HeaderValue::from_static("abc-123"));
+        assert_eq!(idempotency_key(&h).unwrap(), Some("abc-123"));
+        h.insert("idempotency-key", HeaderValue::from_static("has space"));
+        assert!(idempotency_key(&h).is_err());
+        h.insert("idempotency-key", HeaderValue::from_str(&"k".repeat(256)).unwrap());
+        assert!(idempotency_key(&h).is_err());
+    }
+}

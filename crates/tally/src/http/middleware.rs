@@ -1,0 +1,69 @@
+//! One layer around every public request: a request id (the caller's `X-Request-Id` when it is
+//! sane, else a new one, echoed back), one structured access-log line, and the HTTP metrics.
+//! Metrics use the route template (`/{id}`), never the raw path, so ids cannot explode label
+//! cardinality.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+
+const REQUEST_ID: &str = "x-request-id";
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+pub async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|v| is_sane_request_id(v.as_bytes()))
+        .cloned()
+        .unwrap_or_else(new_request_id);
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+
+    let mut response = next.run(request).await;
+
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    crate::metrics::http_request(&route, method.as_str(), status, elapsed);
+    tracing::info!(
+        target: "tally::access",
+        method = %method,
+        route = %route,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        request_id = request_id.to_str().unwrap_or_default(),
+        "request"
+    );
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    response
+}
+
+fn is_sane_request_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID_BYTES && id.iter().all(|b| b.is_ascii_graphic())
+}
+
+fn new_request_id() -> HeaderValue {
+    HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_bounded_and_printable() {
+        assert!(is_sane_request_id(b"abc-123"));
+        assert!(!is_sane_request_id(b""));
+        assert!(!is_sane_request_id(b"has space"));
+        assert!(!is_sane_request_id(&[b'a'; 129]));
+        assert_eq!(new_request_id().len(), 36);
+    }
+}

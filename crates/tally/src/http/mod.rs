@@ -1,0 +1,42 @@
+//! The HTTP surface: the public router (counters, service info) and the admin router.
+
+mod admin;
+mod counters;
+mod error;
+mod meta;
+mod middleware;
+
+use std::time::Duration;
+
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+pub use self::counters::validate_id;
+pub use self::error::ApiError;
+
+use crate::health::Health;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub health: Health,
+    pub metrics: PrometheusHandle,
+    pub request_timeout: Duration,
+    pub idempotency_ttl: Duration,
+}
+
+/// The public listener's routes.
+pub fn public_router(state: AppState) -> Router {
+    Router::new()
+        .merge(counters::routes())
+        .merge(meta::routes())
+        .layer(axum::middleware::from_fn(middleware::observe))
+        .with_state(state)
+}
+
+/// The admin listener's routes.
+pub fn admin_router(state: AppState) -> Router {
+    admin::router(state)
+}

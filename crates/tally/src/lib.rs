@@ -1,0 +1,10 @@
+//! tally: a per-id counter service on Redis, and the tools that prove it correct under failure.
+
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod serve;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,88 @@
+//! Prometheus metrics. Every metric is described here and documented in docs/metrics.md.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::store::StoreError;
+
+/// Latency buckets in seconds: sub-millisecond Redis round trips up to the request deadline.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Installs the process-wide recorder once and returns the handle that renders `/metrics`.
+/// Several servers in one process (tests) share it.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("bucket list is not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            describe();
+            gauge!("tally_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!("http_requests_total", "HTTP requests answered, by route template, method and status");
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time from request to response, by route template and method"
+    );
+    describe_histogram!(
+        "tally_store_command_duration_seconds",
+        Unit::Seconds,
+        "Store command latency including connection setup, by command"
+    );
+    describe_counter!("tally_store_errors_total", "Failed store commands, by command and error kind");
+    describe_counter!(
+        "tally_store_retries_total",
+        "Store commands sent again because the first try certainly did not run (READONLY)"
+    );
+    describe_counter!("tally_store_connections_total", "Store connections opened (each replaces a dropped one)");
+    describe_gauge!("tally_store_up", "1 when the last readiness ping of the store succeeded, else 0");
+    describe_counter!(
+        "tally_idempotent_replays_total",
+        "Requests answered from an earlier request with the same Idempotency-Key"
+    );
+    describe_gauge!("tally_build_info", "Always 1; the version label names the running build");
+}
+
+pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
+    let (route, method) = (route.to_owned(), method.to_owned());
+    counter!("http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
+        .increment(1);
+    histogram!("http_request_duration_seconds", "route" => route, "method" => method).record(elapsed.as_secs_f64());
+}
+
+pub fn store_command(command: &'static str, elapsed: Duration, error: Option<&StoreError>) {
+    histogram!("tally_store_command_duration_seconds", "command" => command).record(elapsed.as_secs_f64());
+    if let Some(e) = error {
+        counter!("tally_store_errors_total", "command" => command, "kind" => e.metric_kind()).increment(1);
+    }
+}
+
+pub fn store_retry(command: &'static str) {
+    counter!("tally_store_retries_total", "command" => command).increment(1);
+}
+
+pub fn store_connected() {
+    counter!("tally_store_connections_total").increment(1);
+}
+
+pub fn store_up(up: bool) {
+    gauge!("tally_store_up").set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn idempotent_replay() {
+    counter!("tally_idempotent_replays_total").increment(1);
+}

@@ -1,0 +1,84 @@
+//! Store failures, sorted by what the caller can do about them.
+
+use std::fmt;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not answer (down, unreachable, no master, wrong credentials, too slow).
+    /// The increment may or may not have been applied; the client may retry (ideally with an
+    /// Idempotency-Key). Maps to 503.
+    #[error("store unavailable ({kind}): {detail}")]
+    Unavailable { kind: Unavailable, detail: String },
+
+    /// The Idempotency-Key was first used for another id. Maps to 422.
+    #[error("the Idempotency-Key was already used for another id")]
+    IdempotencyConflict,
+
+    /// The key holds something that is not a counter (e.g. a string written by another program
+    /// when the key prefix is empty). Retrying will not help. Maps to 409.
+    #[error("the key for this id holds a value that is not an integer counter")]
+    NotACounter,
+}
+
+/// Why the store is unavailable; also the `kind` label of `tally_store_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Could not open a connection (refused, DNS, connect timeout). Nothing was sent.
+    Connect,
+    /// No reply within the deadline. The command may have run.
+    Timeout,
+    /// The server rejected our credentials.
+    Auth,
+    /// Sentinel mode: the sentinels name no master, or the one they name is not a master.
+    NoMaster,
+    /// The server we reached is a replica (after a failover). The command did not run.
+    ReadOnly,
+    /// The server is loading its dataset after a restart.
+    Loading,
+    /// The master refused the write: too few replicas in sync (`min-replicas-to-write`).
+    /// The command did not run.
+    NoReplicas,
+    /// The connection broke while a command was in flight. The command may have run.
+    Io,
+    /// Any other error the server returned.
+    Server,
+}
+
+impl Unavailable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Auth => "auth",
+            Self::NoMaster => "no_master",
+            Self::ReadOnly => "readonly",
+            Self::Loading => "loading",
+            Self::NoReplicas => "no_replicas",
+            Self::Io => "io",
+            Self::Server => "server",
+        }
+    }
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl StoreError {
+    pub fn unavailable(kind: Unavailable, detail: impl Into<String>) -> Self {
+        Self::Unavailable {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn metric_kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable { kind, .. } => kind.as_str(),
+            Self::IdempotencyConflict => "idempotency_conflict",
+            Self::NotACounter => "not_a_counter",
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Finding the master through Redis Sentinel.
+//!
+//! Every configured sentinel is asked, and only an address named by a majority of them is
+//! followed: a sentinel cut off on the old master's side of a partition keeps naming the old
+//! master, and following it would acknowledge writes that the new master never sees. The
+//! address is then confirmed with `ROLE`, because sentinels can lag a failover by seconds.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use tokio::task::JoinSet;
+
+use super::redis::{classify, connect, connection_info};
+use super::{StoreError, Unavailable};
+use crate::config::{RedisAuth, SentinelTarget};
+
+pub struct SentinelResolver {
+    sentinels: Vec<redis::ConnectionInfo>,
+    master_name: String,
+    master_auth: RedisAuth,
+}
+
+impl SentinelResolver {
+    pub fn new(target: &SentinelTarget) -> Self {
+        let sentinel_auth = RedisAuth {
+            username: target.sentinel_username.clone(),
+            password: target.sentinel_password.clone(),
+            db: 0,
+        };
+        Self {
+            sentinels: target
+                .sentinels
+                .iter()
+                .map(|(host, port)| connection_info(host, *port, false, &sentinel_auth))
+                .collect(),
+            master_name: target.master_name.clone(),
+            master_auth: target.auth.clone(),
+        }
+    }
+
+    /// Opens a connection to the master that a majority of sentinels name, confirmed by ROLE.
+    pub async fn connect_master(&self, budget: Duration) -> Result<MultiplexedConnection, StoreError> {
+        let started = tokio::time::Instant::now();
+        let (host, port) = self.majority_master(budget).await?;
+        let info = connection_info(&host, port, false, &self.master_auth);
+        let remaining = budget.saturating_sub(started.elapsed());
+        let mut conn = connect(&info, remaining).await?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        match role.first() {
+            Some(redis::Value::BulkString(r)) if r.as_slice() == b"master" => {
+                tracing::info!(master = %format!("{host}:{port}"), "sentinels' master confirmed by ROLE");
+                Ok(conn)
+            }
+            _ => Err(StoreError::unavailable(
+                Unavailable::NoMaster,
+                format!("{host}:{port} is named master by the sentinels but is not one (yet)"),
+            )),
+        }
+    }
+
+    async fn majority_master(&self, budget: Duration) -> Result<(String, u16), StoreError> {
+        let mut asks = JoinSet::new();
+        for info in &self.sentinels {
+            let (info, name) = (info.clone(), self.master_name.clone());
+            asks.spawn(async move { ask_sentinel(info, name, budget).await });
+        }
+        let mut votes: HashMap<(String, u16), usize> = HashMap::new();
+        let mut failures = Vec::new();
+        while let Some(answer) = asks.join_next().await {
+            match answer {
+                Ok(Ok(Some(addr))) => *votes.entry(addr).or_default() += 1,
+                Ok(Ok(None)) => failures.push("a sentinel does not know the master".to_owned()),
+                Ok(Err(e)) => failures.push(e.to_string()),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        let needed = self.sentinels.len() / 2 + 1;
+        if let Some((addr, _)) = votes.iter().find(|(_, n)| **n >= needed) {
+            return Ok(addr.clone());
+        }
+        let named: Vec<String> = votes.iter().map(|((h, p), n)| format!("{h}:{p}×{n}")).collect();
+        Err(StoreError::unavailable(
+            Unavailable::NoMaster,
+            format!(
+                "no master named by a majority ({needed} of {}) of sentinels for {:?}; named: [{}]; failures: [{}]",
+                self.sentinels.len(),
+                self.master_name,
+                named.join(", "),
+                failures.join("; ")
+            ),
+        ))
+    }
+}
+
+async fn ask_sentinel(
+    info: redis::ConnectionInfo,
+    master_name: String,
+    budget: Duration,
+) -> Result<Option<(String, u16)>, StoreError> {
+    let ask = async {
+        let mut conn = connect(&info, budget).await?;
+        let addr: Option<(String, String)> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(&master_name)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(addr.and_then(|(h, p)| p.parse().ok().map(|p| (h, p))))
+    };
+    tokio::time::timeout(budget, ask)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::unavailable(Unavailable::Timeout, "sentinel did not answer in time")))
+}
