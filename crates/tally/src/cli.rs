@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{ServeArgs, ServeConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "tally", version, about = "A per-id counter service on Redis that proves its claims")]
+#[command(
+    name = "tally",
+    version,
+    about = "A per-id counter service on Redis that proves its claims"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -36,6 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         listen = %config.listen,
         admin_listen = %config.admin_listen,
         store = %config.store,
+        durability = ?config.durability,
         key_prefix = %config.key_prefix,
         request_timeout = ?config.request_timeout,
         idempotency_ttl = ?config.idempotency_ttl,

@@ -50,14 +50,21 @@ impl Health {
 
     /// Pings the store every `interval` until the task is aborted. The first ping runs at once
     /// so a healthy process turns ready without waiting a full interval.
-    pub fn spawn_store_watch(&self, store: Store, interval: Duration, deadline: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_store_watch(
+        &self,
+        store: Store,
+        interval: Duration,
+        deadline: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let health = self.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                let result = store.ping(deadline.min(interval.max(Duration::from_millis(500)))).await;
+                let result = store
+                    .ping(deadline.min(interval.max(Duration::from_millis(500))))
+                    .await;
                 if let Err(e) = &result {
                     tracing::debug!(error = %e, "readiness ping failed");
                 }

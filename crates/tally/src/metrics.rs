@@ -3,7 +3,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::store::StoreError;
@@ -22,6 +24,11 @@ pub fn handle() -> PrometheusHandle {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("tally_group_commit_batch_size".into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                )
+                .expect("bucket list is not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             describe();
@@ -32,7 +39,10 @@ pub fn handle() -> PrometheusHandle {
 }
 
 fn describe() {
-    describe_counter!("http_requests_total", "HTTP requests answered, by route template, method and status");
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by route template, method and status"
+    );
     describe_histogram!(
         "http_request_duration_seconds",
         Unit::Seconds,
@@ -43,31 +53,46 @@ fn describe() {
         Unit::Seconds,
         "Store command latency including connection setup, by command"
     );
-    describe_counter!("tally_store_errors_total", "Failed store commands, by command and error kind");
+    describe_counter!(
+        "tally_store_errors_total",
+        "Failed store commands, by command and error kind"
+    );
     describe_counter!(
         "tally_store_retries_total",
         "Store commands sent again because the first try certainly did not run (READONLY)"
     );
-    describe_counter!("tally_store_connections_total", "Store connections opened (each replaces a dropped one)");
-    describe_gauge!("tally_store_up", "1 when the last readiness ping of the store succeeded, else 0");
+    describe_counter!(
+        "tally_store_connections_total",
+        "Store connections opened (each replaces a dropped one)"
+    );
+    describe_gauge!(
+        "tally_store_up",
+        "1 when the last readiness ping of the store succeeded, else 0"
+    );
     describe_counter!(
         "tally_idempotent_replays_total",
         "Requests answered from an earlier request with the same Idempotency-Key"
     );
-    describe_gauge!("tally_build_info", "Always 1; the version label names the running build");
+    describe_gauge!(
+        "tally_build_info",
+        "Always 1; the version label names the running build"
+    );
 }
 
 pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
     let (route, method) = (route.to_owned(), method.to_owned());
     counter!("http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
         .increment(1);
-    histogram!("http_request_duration_seconds", "route" => route, "method" => method).record(elapsed.as_secs_f64());
+    histogram!("http_request_duration_seconds", "route" => route, "method" => method)
+        .record(elapsed.as_secs_f64());
 }
 
 pub fn store_command(command: &'static str, elapsed: Duration, error: Option<&StoreError>) {
-    histogram!("tally_store_command_duration_seconds", "command" => command).record(elapsed.as_secs_f64());
+    histogram!("tally_store_command_duration_seconds", "command" => command)
+        .record(elapsed.as_secs_f64());
     if let Some(e) = error {
-        counter!("tally_store_errors_total", "command" => command, "kind" => e.metric_kind()).increment(1);
+        counter!("tally_store_errors_total", "command" => command, "kind" => e.metric_kind())
+            .increment(1);
     }
 }
 
@@ -85,4 +110,16 @@ pub fn store_up(up: bool) {
 
 pub fn idempotent_replay() {
     counter!("tally_idempotent_replays_total").increment(1);
+}
+
+pub fn master_change() {
+    counter!("tally_master_changes_total").increment(1);
+}
+
+pub fn wait_timeout() {
+    counter!("tally_wait_timeouts_total").increment(1);
+}
+
+pub fn group_commit(batch: usize) {
+    histogram!("tally_group_commit_batch_size").record(batch as f64);
 }

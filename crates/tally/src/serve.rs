@@ -33,7 +33,11 @@ impl Server {
         let admin = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
-        let store = Store::from_config(&config.store, KeySpace::new(config.key_prefix.clone()));
+        let store = Store::from_config(
+            &config.store,
+            KeySpace::new(config.key_prefix.clone()),
+            config.durability,
+        );
         let state = AppState {
             store,
             health: Health::default(),
@@ -50,15 +54,22 @@ impl Server {
     }
 
     pub fn public_addr(&self) -> SocketAddr {
-        self.public.local_addr().expect("a bound listener has an address")
+        self.public
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("a bound listener has an address")
+        self.admin
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` completes, then drains as described above.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let Self {
             config,
             state,
@@ -101,8 +112,12 @@ impl Server {
         tracing::info!(timeout = ?config.shutdown_timeout, "closing the listener; draining in-flight requests");
         let _ = close_public.send(true);
         match tokio::time::timeout(config.shutdown_timeout, public_task).await {
-            Ok(joined) => joined.context("public server task failed")?.context("public server failed")?,
-            Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown timeout"),
+            Ok(joined) => joined
+                .context("public server task failed")?
+                .context("public server failed")?,
+            Err(_) => {
+                tracing::warn!("in-flight requests did not finish within the shutdown timeout")
+            }
         }
         let _ = close_admin.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
@@ -118,7 +133,9 @@ async fn wait_for(mut closed: watch::Receiver<bool>) {
 }
 
 /// Histograms of the Prometheus recorder need periodic upkeep to bound their memory.
-fn spawn_metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) -> tokio::task::JoinHandle<()> {
+fn spawn_metrics_upkeep(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
         loop {

@@ -12,6 +12,7 @@ use clap::{Args, ValueEnum};
 
 pub use self::redis::{RedisAuth, RedisTarget, SentinelTarget, StoreConfig};
 pub use self::secret::Secret;
+pub use crate::store::Durability;
 
 /// Every flag of `tally serve`; each one can also be set by the environment variable it names.
 #[derive(Args, Debug, Clone)]
@@ -94,9 +95,29 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// When an increment is acknowledged: `replicated` waits (WAIT) until --wait-replicas
+    /// replicas have it, so a failover cannot discard it; `async` answers at once.
+    /// [default: replicated in Sentinel mode, async otherwise]
+    #[arg(long, env = "TALLY_DURABILITY")]
+    pub durability: Option<DurabilityMode>,
+
+    /// Replicas that must confirm an increment under `replicated` durability.
+    #[arg(long, env = "TALLY_WAIT_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub wait_replicas: u32,
+
+    /// How long WAIT may take before the increment is answered with 503.
+    #[arg(long, env = "TALLY_WAIT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
+
     /// Log format: json (default when stdout is not a terminal) or text.
     #[arg(long, env = "TALLY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurabilityMode {
+    Replicated,
+    Async,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +132,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub store: StoreConfig,
+    pub durability: Durability,
     pub key_prefix: String,
     pub request_timeout: Duration,
     pub idempotency_ttl: Duration,
@@ -147,10 +169,13 @@ impl ServeConfig {
         if args.readiness_interval.is_zero() {
             anyhow::bail!("TALLY_READINESS_INTERVAL must be greater than zero");
         }
+        let store = StoreConfig::resolve(args, env)?;
+        let durability = resolve_durability(args, &store)?;
         Ok(Self {
             listen,
             admin_listen,
-            store: StoreConfig::resolve(args, env)?,
+            store,
+            durability,
             key_prefix: args.key_prefix.clone(),
             request_timeout: args.request_timeout,
             idempotency_ttl: args.idempotency_ttl,
@@ -166,12 +191,39 @@ impl ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             store: StoreConfig::Memory,
+            durability: Durability::Async,
             key_prefix: "count:".into(),
             request_timeout: Duration::from_secs(2),
             idempotency_ttl: Duration::from_secs(600),
             readiness_interval: Duration::from_millis(200),
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn resolve_durability(args: &ServeArgs, store: &StoreConfig) -> anyhow::Result<Durability> {
+    let sentinel = matches!(store, StoreConfig::Sentinel(_));
+    let mode = args.durability.unwrap_or(if sentinel {
+        DurabilityMode::Replicated
+    } else {
+        DurabilityMode::Async
+    });
+    match mode {
+        DurabilityMode::Async => Ok(Durability::Async),
+        DurabilityMode::Replicated if matches!(store, StoreConfig::Memory) => {
+            anyhow::bail!("TALLY_DURABILITY=replicated needs Redis (TALLY_REDIS_URL or TALLY_REDIS_SENTINELS)")
+        }
+        DurabilityMode::Replicated => {
+            if args.wait_timeout.is_zero() || args.wait_timeout >= args.request_timeout {
+                anyhow::bail!(
+                    "TALLY_WAIT_TIMEOUT must be above zero and below TALLY_REQUEST_TIMEOUT"
+                );
+            }
+            Ok(Durability::Replicated {
+                replicas: args.wait_replicas,
+                timeout: args.wait_timeout,
+            })
         }
     }
 }
@@ -194,7 +246,12 @@ mod tests {
     }
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -229,6 +286,43 @@ mod tests {
         assert_eq!(cfg.shutdown_delay, Duration::ZERO);
         let zero = parse(&["--request-timeout", "0s"]);
         assert!(ServeConfig::resolve(&zero, &env_of(&[])).is_err());
+    }
+
+    #[test]
+    fn durability_defaults_to_replicated_only_with_sentinels() {
+        let none = &env_of(&[]);
+        let cfg = ServeConfig::resolve(&parse(&["--redis-url", "redis://h"]), none).unwrap();
+        assert_eq!(cfg.durability, Durability::Async);
+        let cfg = ServeConfig::resolve(&parse(&["--redis-sentinels", "s:1"]), none).unwrap();
+        assert_eq!(
+            cfg.durability,
+            Durability::Replicated {
+                replicas: 1,
+                timeout: Duration::from_secs(1)
+            }
+        );
+        let explicit = parse(&["--redis-sentinels", "s:1", "--durability", "async"]);
+        assert_eq!(
+            ServeConfig::resolve(&explicit, none).unwrap().durability,
+            Durability::Async
+        );
+        assert!(ServeConfig::resolve(&parse(&["--durability", "replicated"]), none).is_err());
+        let slow = parse(&[
+            "--redis-url",
+            "redis://h",
+            "--durability",
+            "replicated",
+            "--wait-timeout",
+            "3s",
+        ]);
+        assert!(ServeConfig::resolve(&slow, none).is_err());
+        assert!(parse_err(&["--wait-replicas", "0"]));
+    }
+
+    fn parse_err(flags: &[&str]) -> bool {
+        let mut argv = vec!["tally"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).is_err()
     }
 
     #[test]

@@ -49,7 +49,11 @@ impl StoreConfig {
             args.redis_password_file.as_deref(),
             "TALLY_REDIS_PASSWORD",
         )?
-        .or_else(|| env("REDIS_PASSWORD").filter(|p| !p.is_empty()).map(Secret::new));
+        .or_else(|| {
+            env("REDIS_PASSWORD")
+                .filter(|p| !p.is_empty())
+                .map(Secret::new)
+        });
         let username = args.redis_username.clone().filter(|u| !u.is_empty());
 
         if !args.redis_sentinels.is_empty() {
@@ -185,14 +189,13 @@ impl RedisTarget {
             Some(p) => Some(Secret::new(decode(p)?)).filter(|p| !p.expose().is_empty()),
             None => None,
         };
-        let db = match url.path().trim_start_matches('/') {
-            "" => 0,
-            n => n
-                .parse::<i64>()
-                .ok()
-                .filter(|d| *d >= 0)
-                .ok_or_else(|| anyhow::anyhow!("TALLY_REDIS_URL path must be a database number"))?,
-        };
+        let db =
+            match url.path().trim_start_matches('/') {
+                "" => 0,
+                n => n.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
+                    anyhow::anyhow!("TALLY_REDIS_URL path must be a database number")
+                })?,
+            };
         Ok(Self {
             host,
             port: url.port().unwrap_or(6379),
@@ -232,15 +235,27 @@ impl fmt::Display for StoreConfig {
             Self::Memory => f.write_str("memory"),
             Self::Redis(t) => write!(f, "redis {t}"),
             Self::Sentinel(t) => {
-                let list: Vec<String> = t.sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                let list: Vec<String> = t
+                    .sentinels
+                    .iter()
+                    .map(|(h, p)| format!("{h}:{p}"))
+                    .collect();
                 write!(
                     f,
                     "sentinel master={} sentinels={} db={} password={} sentinel_password={}",
                     t.master_name,
                     list.join(","),
                     t.auth.db,
-                    if t.auth.password.is_some() { "<redacted>" } else { "none" },
-                    if t.sentinel_password.is_some() { "<redacted>" } else { "none" },
+                    if t.auth.password.is_some() {
+                        "<redacted>"
+                    } else {
+                        "none"
+                    },
+                    if t.sentinel_password.is_some() {
+                        "<redacted>"
+                    } else {
+                        "none"
+                    },
                 )
             }
         }
@@ -258,16 +273,25 @@ mod tests {
         serve: ServeArgs,
     }
 
-    fn store(flags: &[&str], env: &'static [(&'static str, &'static str)]) -> anyhow::Result<StoreConfig> {
+    fn store(
+        flags: &[&str],
+        env: &'static [(&'static str, &'static str)],
+    ) -> anyhow::Result<StoreConfig> {
         let mut argv = vec!["tally"];
         argv.extend_from_slice(flags);
         let args = Cli::try_parse_from(argv).unwrap().serve;
-        StoreConfig::resolve(&args, &|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+        StoreConfig::resolve(&args, &|k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
     }
 
     #[test]
     fn url_with_credentials_is_parsed_and_redacted() {
-        let StoreConfig::Redis(t) = store(&["--redis-url", "redis://app:p%40ss@cache:6380/3"], &[]).unwrap() else {
+        let StoreConfig::Redis(t) =
+            store(&["--redis-url", "redis://app:p%40ss@cache:6380/3"], &[]).unwrap()
+        else {
             panic!("expected standalone redis")
         };
         assert_eq!((t.host.as_str(), t.port, t.auth.db), ("cache", 6380, 3));
@@ -280,9 +304,11 @@ mod tests {
 
     #[test]
     fn explicit_password_overrides_the_url() {
-        let StoreConfig::Redis(t) =
-            store(&["--redis-url", "rediss://:old@h", "--redis-password", "new"], &[]).unwrap()
-        else {
+        let StoreConfig::Redis(t) = store(
+            &["--redis-url", "rediss://:old@h", "--redis-password", "new"],
+            &[],
+        )
+        .unwrap() else {
             panic!()
         };
         assert!(t.tls);
@@ -299,27 +325,49 @@ mod tests {
 
     #[test]
     fn legacy_variables_select_redis() {
-        let env = &[("REDIS_HOST", "redis"), ("REDIS_PORT", "6380"), ("REDIS_PASSWORD", "pw"), ("REDIS_DB", "2")];
-        let StoreConfig::Redis(t) = store(&[], env).unwrap() else { panic!() };
+        let env = &[
+            ("REDIS_HOST", "redis"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_PASSWORD", "pw"),
+            ("REDIS_DB", "2"),
+        ];
+        let StoreConfig::Redis(t) = store(&[], env).unwrap() else {
+            panic!()
+        };
         assert_eq!((t.host.as_str(), t.port, t.auth.db), ("redis", 6380, 2));
         assert_eq!(t.auth.password.unwrap().expose(), "pw");
     }
 
     #[test]
     fn sentinels_parse_with_default_port_and_ipv6() {
-        let StoreConfig::Sentinel(t) =
-            store(&["--redis-sentinels", "s1:26380,s2,[::1]:26381", "--sentinel-password", "sp"], &[]).unwrap()
-        else {
+        let StoreConfig::Sentinel(t) = store(
+            &[
+                "--redis-sentinels",
+                "s1:26380,s2,[::1]:26381",
+                "--sentinel-password",
+                "sp",
+            ],
+            &[],
+        )
+        .unwrap() else {
             panic!()
         };
         assert_eq!(
             t.sentinels,
-            vec![("s1".into(), 26380), ("s2".into(), 26379), ("::1".into(), 26381)]
+            vec![
+                ("s1".into(), 26380),
+                ("s2".into(), 26379),
+                ("::1".into(), 26381)
+            ]
         );
         assert_eq!(t.master_name, "mymaster");
         assert!(!StoreConfig::Sentinel(t).to_string().contains("sp "));
         assert!(store(&["--redis-sentinels", "s1:x"], &[]).is_err());
-        assert!(store(&["--redis-sentinels", "s1", "--redis-url", "redis://h"], &[]).is_err());
+        assert!(store(
+            &["--redis-sentinels", "s1", "--redis-url", "redis://h"],
+            &[]
+        )
+        .is_err());
     }
 
     #[test]

@@ -73,7 +73,9 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let id = id_param(params)?;
     let count = state.store.get(&id, state.request_timeout).await?;
-    Ok(no_store(Json(CounterView { id: &id, count }).into_response()))
+    Ok(no_store(
+        Json(CounterView { id: &id, count }).into_response(),
+    ))
 }
 
 fn no_store(mut response: Response) -> Response {
@@ -85,7 +87,8 @@ fn no_store(mut response: Response) -> Response {
 
 /// The route's single `{id}` capture, percent-decoded by the router, then validated.
 fn id_param(params: Result<RawPathParams, RawPathParamsRejection>) -> Result<String, ApiError> {
-    let params = params.map_err(|_| ApiError::bad_request("id must be valid UTF-8 after percent-decoding"))?;
+    let params = params
+        .map_err(|_| ApiError::bad_request("id must be valid UTF-8 after percent-decoding"))?;
     let (_, raw) = params
         .iter()
         .next()
@@ -101,7 +104,10 @@ pub fn validate_id(id: &str) -> Result<(), String> {
         return Err("id must not be empty".into());
     }
     if id.len() > MAX_ID_BYTES {
-        return Err(format!("id is {} bytes; the limit is {MAX_ID_BYTES}", id.len()));
+        return Err(format!(
+            "id is {} bytes; the limit is {MAX_ID_BYTES}",
+            id.len()
+        ));
     }
     if id.chars().any(char::is_control) {
         return Err("id must not contain control characters".into());
@@ -136,7 +142,15 @@ mod tests {
 
     #[test]
     fn valid_ids() {
-        for id in ["a", "user-42", "ünïcødé", "a/b", "a b", "%", &"x".repeat(256)] {
+        for id in [
+            "a",
+            "user-42",
+            "ünïcødé",
+            "a/b",
+            "a b",
+            "%",
+            &"x".repeat(256),
+        ] {
             assert!(validate_id(id).is_ok(), "{id:?}");
         }
     }
@@ -165,7 +179,10 @@ mod tests {
         assert_eq!(idempotency_key(&h).unwrap(), Some("abc-123"));
         h.insert("idempotency-key", HeaderValue::from_static("has space"));
         assert!(idempotency_key(&h).is_err());
-        h.insert("idempotency-key", HeaderValue::from_str(&"k".repeat(256)).unwrap());
+        h.insert(
+            "idempotency-key",
+            HeaderValue::from_str(&"k".repeat(256)).unwrap(),
+        );
         assert!(idempotency_key(&h).is_err());
     }
 }

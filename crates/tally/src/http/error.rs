@@ -51,9 +51,14 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable { kind, detail } => {
                 // The detail goes to the log, not to the client: it names internal hosts.
                 tracing::warn!(kind = %kind, detail = %detail, "store unavailable");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "the counter store is unavailable; retry later")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the counter store is unavailable; retry later",
+                )
             }
-            StoreError::IdempotencyConflict => Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            StoreError::IdempotencyConflict => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
             StoreError::NotACounter => Self::new(StatusCode::CONFLICT, e.to_string()),
         }
     }
@@ -61,7 +66,11 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        let mut response = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
         let headers = response.headers_mut();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

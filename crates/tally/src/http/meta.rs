@@ -10,7 +10,10 @@ use super::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(info).fallback(|| async { ApiError::method_not_allowed("GET, HEAD") }))
+        .route(
+            "/",
+            get(info).fallback(|| async { ApiError::method_not_allowed("GET, HEAD") }),
+        )
         .fallback(|| async { ApiError::not_found() })
 }
 

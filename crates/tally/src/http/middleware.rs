@@ -1,16 +1,21 @@
 //! One layer around every public request: a request id (the caller's `X-Request-Id` when it is
 //! sane, else a new one, echoed back), one structured access-log line, and the HTTP metrics.
+//! Oversized headers are refused with 431 before any handler runs.
 //! Metrics use the route template (`/{id}`), never the raw path, so ids cannot explode label
 //! cardinality.
 
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
 
 const REQUEST_ID: &str = "x-request-id";
+/// Far above what browsers and load balancers send, far below hyper's ~400 KB buffer limit.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
 pub async fn observe(request: Request, next: Next) -> Response {
@@ -28,7 +33,20 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
 
-    let mut response = next.run(request).await;
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    let mut response = if header_bytes > MAX_HEADER_BYTES {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("request headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}"),
+        )
+        .into_response()
+    } else {
+        next.run(request).await
+    };
 
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
@@ -51,7 +69,8 @@ fn is_sane_request_id(id: &[u8]) -> bool {
 }
 
 fn new_request_id() -> HeaderValue {
-    HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid header value")
+    HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+        .expect("a UUID is a valid header value")
 }
 
 #[cfg(test)]

@@ -112,7 +112,10 @@ mod tests {
         assert_eq!((first.count, first.replayed), (1, false));
         assert_eq!((again.count, again.replayed), (1, true));
         assert_eq!(s.get("a"), 1);
-        assert!(matches!(s.incr("b", idem("k1")), Err(StoreError::IdempotencyConflict)));
+        assert!(matches!(
+            s.incr("b", idem("k1")),
+            Err(StoreError::IdempotencyConflict)
+        ));
     }
 
     #[test]

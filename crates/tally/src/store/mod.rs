@@ -6,6 +6,7 @@
 mod error;
 mod memory;
 mod redis;
+mod replication;
 mod sentinel;
 
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 pub use self::error::{StoreError, Unavailable};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
+pub use self::replication::Durability;
 
 use crate::config::StoreConfig;
 
@@ -65,11 +67,16 @@ pub enum Store {
 impl Store {
     /// Builds the store named by the configuration. Connecting is lazy: a Redis that is down
     /// at startup makes requests answer 503 until it is back, rather than the process exit.
-    pub fn from_config(config: &StoreConfig, keys: KeySpace) -> Self {
+    /// Must be called inside a Tokio runtime (Sentinel mode starts background tasks).
+    pub fn from_config(config: &StoreConfig, keys: KeySpace, durability: Durability) -> Self {
         match config {
             StoreConfig::Memory => Self::Memory(MemoryStore::new()),
-            StoreConfig::Redis(target) => Self::Redis(RedisStore::standalone(target, keys)),
-            StoreConfig::Sentinel(target) => Self::Redis(RedisStore::sentinel(target, keys)),
+            StoreConfig::Redis(target) => {
+                Self::Redis(RedisStore::standalone(target, keys, durability))
+            }
+            StoreConfig::Sentinel(target) => {
+                Self::Redis(RedisStore::sentinel(target, keys, durability))
+            }
         }
     }
 

@@ -15,6 +15,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use tokio::time::{timeout_at, Instant};
 
+use super::replication::{Committer, Durability};
 use super::sentinel::SentinelResolver;
 use super::{Idempotency, Incremented, KeySpace, StoreError, Unavailable};
 use crate::config::{RedisAuth, RedisTarget, SentinelTarget};
@@ -52,6 +53,7 @@ enum Source {
 struct Inner {
     source: Source,
     keys: KeySpace,
+    durability: Durability,
     live: Mutex<Option<Live>>,
     /// Serialises connection attempts so a burst of requests opens one connection, not many.
     connecting: tokio::sync::Mutex<Option<(Instant, StoreError)>>,
@@ -61,23 +63,40 @@ struct Inner {
 struct Live {
     conn: MultiplexedConnection,
     generation: u64,
+    committer: Option<Committer>,
 }
 
+/// What one attempt runs on: the connection, its generation, its group-commit task.
+type Handle = (MultiplexedConnection, u64, Option<Committer>);
+
 impl RedisStore {
-    pub fn standalone(target: &RedisTarget, keys: KeySpace) -> Self {
+    pub fn standalone(target: &RedisTarget, keys: KeySpace, durability: Durability) -> Self {
         let info = connection_info(&target.host, target.port, target.tls, &target.auth);
-        Self::with_source(Source::Standalone(info), keys)
+        Self::with_source(Source::Standalone(info), keys, durability)
     }
 
-    pub fn sentinel(target: &SentinelTarget, keys: KeySpace) -> Self {
-        Self::with_source(Source::Sentinel(SentinelResolver::new(target)), keys)
+    /// Sentinel mode. Must be called inside a Tokio runtime: it starts one task per sentinel
+    /// that listens for `+switch-master` and drops the connection to the old master at once.
+    pub fn sentinel(target: &SentinelTarget, keys: KeySpace, durability: Durability) -> Self {
+        let resolver = SentinelResolver::new(target);
+        let store = Self::with_source(Source::Sentinel(resolver), keys, durability);
+        let weak = Arc::downgrade(&store.inner);
+        if let Source::Sentinel(resolver) = &store.inner.source {
+            resolver.watch_switches(Arc::new(move || {
+                if let Some(inner) = weak.upgrade() {
+                    (RedisStore { inner }).invalidate_any("sentinels announced a new master");
+                }
+            }));
+        }
+        store
     }
 
-    fn with_source(source: Source, keys: KeySpace) -> Self {
+    fn with_source(source: Source, keys: KeySpace, durability: Durability) -> Self {
         Self {
             inner: Arc::new(Inner {
                 source,
                 keys,
+                durability,
                 live: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(None),
                 generation: AtomicU64::new(0),
@@ -102,7 +121,7 @@ impl RedisStore {
         let Some(idem) = idem else {
             let cmd = redis::cmd("INCR").arg(&counter).to_owned();
             let count = self
-                .run("incr", deadline, move |mut c| {
+                .run("incr", true, deadline, move |mut c| {
                     let cmd = cmd.clone();
                     async move { cmd.query_async::<i64>(&mut c).await }
                 })
@@ -115,7 +134,7 @@ impl RedisStore {
         let record = self.inner.keys.idempotency(idem.key);
         let (id_owned, ttl) = (id.to_owned(), idem.ttl.as_secs().max(1));
         let (count, first_id, replayed): (i64, String, i64) = self
-            .run("incr_idempotent", deadline, move |mut c| {
+            .run("incr_idempotent", true, deadline, move |mut c| {
                 let (counter, record, id) = (counter.clone(), record.clone(), id_owned.clone());
                 async move {
                     let mut call = INCR_IDEMPOTENT.key(counter);
@@ -134,9 +153,11 @@ impl RedisStore {
     }
 
     pub async fn get(&self, id: &str, deadline: Duration) -> Result<i64, StoreError> {
-        let cmd = redis::cmd("GET").arg(self.inner.keys.counter(id)).to_owned();
+        let cmd = redis::cmd("GET")
+            .arg(self.inner.keys.counter(id))
+            .to_owned();
         let value: Option<String> = self
-            .run("get", deadline, move |mut c| {
+            .run("get", false, deadline, move |mut c| {
                 let cmd = cmd.clone();
                 async move { cmd.query_async(&mut c).await }
             })
@@ -148,7 +169,7 @@ impl RedisStore {
     }
 
     pub async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
-        self.run("ping", deadline, |mut c| async move {
+        self.run("ping", false, deadline, |mut c| async move {
             redis::cmd("PING").query_async::<()>(&mut c).await
         })
         .await
@@ -156,53 +177,84 @@ impl RedisStore {
 
     /// Runs one command on the current master within `deadline`, recording its latency and
     /// errors. `op` may be called twice, but only when the first call certainly did not execute.
-    async fn run<T, F, Fut>(&self, name: &'static str, deadline: Duration, op: F) -> Result<T, StoreError>
+    /// A `write` is acknowledged only once it is durable as configured.
+    async fn run<T, F, Fut>(
+        &self,
+        name: &'static str,
+        write: bool,
+        deadline: Duration,
+        op: F,
+    ) -> Result<T, StoreError>
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let started = std::time::Instant::now();
         let until = Instant::now() + deadline;
-        let mut result = self.attempt(until, &op).await;
-        if matches!(&result, Err(StoreError::Unavailable { kind: Unavailable::ReadOnly, .. })) {
+        let mut result = self.attempt(until, write, &op).await;
+        if matches!(
+            &result,
+            Err(StoreError::Unavailable {
+                kind: Unavailable::ReadOnly,
+                ..
+            })
+        ) {
             // READONLY: the server refused before executing, so a retry cannot double-apply.
             // The connection was dropped; the retry finds the new master.
             crate::metrics::store_retry(name);
-            result = self.attempt(until, &op).await;
+            result = self.attempt(until, write, &op).await;
         }
         crate::metrics::store_command(name, started.elapsed(), result.as_ref().err());
         result
     }
 
-    async fn attempt<T, F, Fut>(&self, until: Instant, op: &F) -> Result<T, StoreError>
+    async fn attempt<T, F, Fut>(&self, until: Instant, write: bool, op: &F) -> Result<T, StoreError>
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let (conn, generation) = self.connection(until).await?;
-        match timeout_at(until, op(conn)).await {
+        let (conn, generation, committer) = self.connection(until).await?;
+        let timed_out = |what: &str| {
+            StoreError::unavailable(
+                Unavailable::Timeout,
+                format!("{what} within the request deadline"),
+            )
+        };
+        let mut outcome = match timeout_at(until, op(conn)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                let err = classify(&e);
-                if drops_connection(&err) {
-                    self.invalidate(generation);
-                }
-                Err(err)
-            }
-            Err(_) => {
-                // A hung server: give up on this connection so the next request starts afresh.
-                self.invalidate(generation);
-                Err(StoreError::unavailable(Unavailable::Timeout, "no reply within the request deadline"))
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(timed_out("no reply")),
+        };
+        if let (Ok(_), Some(committer), true) = (&outcome, committer, write) {
+            if let Err(e) = timeout_at(until, committer.replicated())
+                .await
+                .unwrap_or_else(|_| Err(timed_out("replicas did not confirm")))
+            {
+                outcome = Err(e);
             }
         }
+        if let Err(err) = &outcome {
+            if self.drops_connection(err) {
+                // Gone, hung, demoted or cut off from its replicas: the next request starts afresh.
+                self.invalidate(generation);
+            }
+        }
+        outcome
     }
 
-    async fn connection(&self, until: Instant) -> Result<(MultiplexedConnection, u64), StoreError> {
+    async fn connection(&self, until: Instant) -> Result<Handle, StoreError> {
         if let Some(live) = self.current() {
             return Ok(live);
         }
-        let timed_out = || StoreError::unavailable(Unavailable::Timeout, "no connection within the request deadline");
-        let mut last_failure = timeout_at(until, self.inner.connecting.lock()).await.map_err(|_| timed_out())?;
+        let timed_out = || {
+            StoreError::unavailable(
+                Unavailable::Timeout,
+                "no connection within the request deadline",
+            )
+        };
+        let mut last_failure = timeout_at(until, self.inner.connecting.lock())
+            .await
+            .map_err(|_| timed_out())?;
         if let Some(live) = self.current() {
             return Ok(live);
         }
@@ -220,14 +272,21 @@ impl RedisStore {
             Ok(conn) => {
                 *last_failure = None;
                 let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                let committer = match self.inner.durability {
+                    Durability::Async => None,
+                    Durability::Replicated { replicas, timeout } => {
+                        Some(Committer::spawn(conn.clone(), replicas, timeout))
+                    }
+                };
                 let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
                 *live = Some(Live {
                     conn: conn.clone(),
                     generation,
+                    committer: committer.clone(),
                 });
                 crate::metrics::store_connected();
                 tracing::info!(store = self.kind(), generation, "connected to redis");
-                Ok((conn, generation))
+                Ok((conn, generation, committer))
             }
             Err(err) => {
                 tracing::warn!(store = self.kind(), error = %err, "cannot connect to redis");
@@ -244,9 +303,10 @@ impl RedisStore {
         }
     }
 
-    fn current(&self) -> Option<(MultiplexedConnection, u64)> {
+    fn current(&self) -> Option<Handle> {
         let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.as_ref().map(|l| (l.conn.clone(), l.generation))
+        live.as_ref()
+            .map(|l| (l.conn.clone(), l.generation, l.committer.clone()))
     }
 
     /// Drops the connection if it is still the one that failed (a newer one may exist already).
@@ -257,11 +317,41 @@ impl RedisStore {
             tracing::info!(store = self.kind(), generation, "dropped redis connection");
         }
     }
+
+    /// Drops whatever connection is current, e.g. when the sentinels announce a new master.
+    fn invalidate_any(&self, why: &str) {
+        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = live.take() {
+            tracing::info!(
+                store = self.kind(),
+                generation = l.generation,
+                why,
+                "dropped redis connection"
+            );
+        }
+    }
+
+    /// Errors after which this connection must not serve another request.
+    fn drops_connection(&self, err: &StoreError) -> bool {
+        let StoreError::Unavailable { kind, .. } = err else {
+            return false;
+        };
+        match kind {
+            // Too few replicas behind this master: in Sentinel mode it may have been cut off
+            // and replaced, so ask the sentinels again. Standalone has nowhere else to go.
+            Unavailable::NoReplicas => matches!(self.inner.source, Source::Sentinel(_)),
+            Unavailable::Server => false,
+            _ => true,
+        }
+    }
 }
 
 /// Opens and authenticates a connection within `budget`. Handshake failures other than bad
 /// credentials count as connect failures: no command was sent yet.
-pub(super) async fn connect(info: &redis::ConnectionInfo, budget: Duration) -> Result<MultiplexedConnection, StoreError> {
+pub(super) async fn connect(
+    info: &redis::ConnectionInfo,
+    budget: Duration,
+) -> Result<MultiplexedConnection, StoreError> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(budget))
         // Deadlines are ours (per request), not a per-command timeout of the client.
@@ -272,12 +362,20 @@ pub(super) async fn connect(info: &redis::ConnectionInfo, budget: Duration) -> R
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(|e| match classify(&e) {
-            err @ StoreError::Unavailable { kind: Unavailable::Auth, .. } => err,
+            err @ StoreError::Unavailable {
+                kind: Unavailable::Auth,
+                ..
+            } => err,
             _ => StoreError::unavailable(Unavailable::Connect, e.to_string()),
         })
 }
 
-pub(super) fn connection_info(host: &str, port: u16, tls: bool, auth: &RedisAuth) -> redis::ConnectionInfo {
+pub(super) fn connection_info(
+    host: &str,
+    port: u16,
+    tls: bool,
+    auth: &RedisAuth,
+) -> redis::ConnectionInfo {
     let addr = if tls {
         redis::ConnectionAddr::TcpTls {
             host: host.to_owned(),
@@ -309,12 +407,15 @@ pub(super) fn classify(e: &RedisError) -> StoreError {
         match (e.kind(), e.code()) {
             (ErrorKind::AuthenticationFailed, _) => Unavailable::Auth,
             (_, Some("WRONGPASS" | "NOAUTH" | "NOPERM")) => Unavailable::Auth,
-            (ErrorKind::Server(ServerErrorKind::ReadOnly), _) | (_, Some("READONLY")) => Unavailable::ReadOnly,
+            (ErrorKind::Server(ServerErrorKind::ReadOnly), _) | (_, Some("READONLY")) => {
+                Unavailable::ReadOnly
+            }
             (ErrorKind::Server(ServerErrorKind::BusyLoading), _) => Unavailable::Loading,
             (ErrorKind::Server(ServerErrorKind::MasterDown), _) => Unavailable::NoMaster,
             (_, Some("NOREPLICAS")) => Unavailable::NoReplicas,
             (ErrorKind::Server(ServerErrorKind::ResponseError), _)
-                if e.detail().is_some_and(|d| d.contains("not an integer") || d.contains("WRONGTYPE")) =>
+                if e.detail()
+                    .is_some_and(|d| d.contains("not an integer") || d.contains("WRONGTYPE")) =>
             {
                 return StoreError::NotACounter;
             }
@@ -326,23 +427,4 @@ pub(super) fn classify(e: &RedisError) -> StoreError {
         }
     };
     StoreError::unavailable(kind, e.to_string())
-}
-
-/// Errors after which this connection must not serve another request: its server is gone,
-/// hung, or no longer the master.
-fn drops_connection(err: &StoreError) -> bool {
-    match err {
-        StoreError::Unavailable { kind, .. } => matches!(
-            kind,
-            Unavailable::Io
-                | Unavailable::Timeout
-                | Unavailable::ReadOnly
-                | Unavailable::Connect
-                | Unavailable::Auth
-                | Unavailable::NoMaster
-                | Unavailable::NoReplicas
-                | Unavailable::Loading
-        ),
-        _ => false,
-    }
 }

@@ -6,8 +6,10 @@
 //! address is then confirmed with `ROLE`, because sentinels can lag a failover by seconds.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use tokio::task::JoinSet;
 
@@ -39,8 +41,32 @@ impl SentinelResolver {
         }
     }
 
+    /// Calls `on_switch` whenever any sentinel publishes `+switch-master` for our master, so the
+    /// connection to a demoted master is dropped within a round trip of the announcement
+    /// instead of at its next failed command. One task per sentinel, resubscribing after errors;
+    /// each ends when the store is dropped.
+    pub fn watch_switches(&self, on_switch: Arc<dyn Fn() + Send + Sync>) {
+        for info in &self.sentinels {
+            let (info, name, on_switch) =
+                (info.clone(), self.master_name.clone(), on_switch.clone());
+            let alive = Arc::downgrade(&on_switch);
+            tokio::spawn(async move {
+                drop(on_switch);
+                while alive.strong_count() > 0 {
+                    if let Err(e) = listen(&info, &name, &alive).await {
+                        tracing::debug!(error = %e, "sentinel subscription lost; resubscribing");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+        }
+    }
+
     /// Opens a connection to the master that a majority of sentinels name, confirmed by ROLE.
-    pub async fn connect_master(&self, budget: Duration) -> Result<MultiplexedConnection, StoreError> {
+    pub async fn connect_master(
+        &self,
+        budget: Duration,
+    ) -> Result<MultiplexedConnection, StoreError> {
         let started = tokio::time::Instant::now();
         let (host, port) = self.majority_master(budget).await?;
         let info = connection_info(&host, port, false, &self.master_auth);
@@ -82,7 +108,10 @@ impl SentinelResolver {
         if let Some((addr, _)) = votes.iter().find(|(_, n)| **n >= needed) {
             return Ok(addr.clone());
         }
-        let named: Vec<String> = votes.iter().map(|((h, p), n)| format!("{h}:{p}×{n}")).collect();
+        let named: Vec<String> = votes
+            .iter()
+            .map(|((h, p), n)| format!("{h}:{p}×{n}"))
+            .collect();
         Err(StoreError::unavailable(
             Unavailable::NoMaster,
             format!(
@@ -111,7 +140,38 @@ async fn ask_sentinel(
             .map_err(|e| classify(&e))?;
         Ok(addr.and_then(|(h, p)| p.parse().ok().map(|p| (h, p))))
     };
-    tokio::time::timeout(budget, ask)
-        .await
-        .unwrap_or_else(|_| Err(StoreError::unavailable(Unavailable::Timeout, "sentinel did not answer in time")))
+    tokio::time::timeout(budget, ask).await.unwrap_or_else(|_| {
+        Err(StoreError::unavailable(
+            Unavailable::Timeout,
+            "sentinel did not answer in time",
+        ))
+    })
+}
+
+/// Follows one sentinel's `+switch-master` channel until the subscription breaks.
+async fn listen(
+    info: &redis::ConnectionInfo,
+    master_name: &str,
+    on_switch: &std::sync::Weak<dyn Fn() + Send + Sync>,
+) -> redis::RedisResult<()> {
+    let client = redis::Client::open(info.clone())?;
+    let connect = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub());
+    let mut pubsub = connect.await.map_err(|_| {
+        redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+    })??;
+    pubsub.subscribe("+switch-master").await?;
+    let mut messages = pubsub.on_message();
+    while let Some(msg) = messages.next().await {
+        // Payload: "<master-name> <old-ip> <old-port> <new-ip> <new-port>"
+        let payload: String = msg.get_payload().unwrap_or_default();
+        if payload.split(' ').next() == Some(master_name) {
+            tracing::info!(switch = %payload, "sentinel announced +switch-master");
+            crate::metrics::master_change();
+            match on_switch.upgrade() {
+                Some(f) => f(),
+                None => return Ok(()),
+            }
+        }
+    }
+    Ok(())
 }
