@@ -3,6 +3,9 @@
 
 use clap::{Parser, Subcommand};
 
+use std::process::ExitCode;
+
+use crate::check::CheckArgs;
 use crate::config::{ServeArgs, ServeConfig};
 
 #[derive(Parser, Debug)]
@@ -24,15 +27,30 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the counter API (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Load a running tally and check every answer: lost, duplicated and over-counted
+    /// increments, availability, latency. Exits 1 when a check fails.
+    Check(CheckArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
+        Some(Command::Check(args)) => {
+            let passed = crate::check::run(args).await?;
+            return Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
         None => cli.serve,
     };
+    serve(args).await.map(|()| ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::telemetry::init(args.log_format);
     let config = ServeConfig::resolve(&args, &|name| std::env::var(name).ok())?;
     tracing::info!(

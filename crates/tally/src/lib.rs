@@ -1,5 +1,6 @@
 //! tally: a per-id counter service on Redis, and the tools that prove it correct under failure.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod health;

@@ -4,12 +4,12 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     let cli = tally::cli::Cli::parse();
     match tally::cli::run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // Errors are built never to contain secrets (see config::Secret).
             eprintln!("tally: error: {e:#}");
             tracing::error!(error = format!("{e:#}"), "exiting");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(2)
         }
     }
 }
