@@ -35,7 +35,8 @@ impl Server {
             .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
         let store = Store::from_config(
             &config.store,
-            KeySpace::new(config.key_prefix.clone()),
+            KeySpace::new(config.key_prefix.clone())
+                .with_messages(config.messages_key.clone(), config.message_retention),
             config.durability,
         );
         let state = AppState {

@@ -1,54 +1,13 @@
 //! The behavioural suite of the HTTP contract. Every test runs twice: against the memory store
 //! and against a real password-protected redis-server.
 
+#[macro_use]
 mod support;
 
 use std::collections::{HashMap, HashSet};
 
 use futures::stream::{self, StreamExt};
-use support::redis::{RedisProcess, PASSWORD};
-use support::TestApp;
-
-#[derive(Clone, Copy)]
-enum Backend {
-    Memory,
-    Redis,
-}
-
-struct Fixture {
-    app: TestApp,
-    _redis: Option<RedisProcess>,
-}
-
-async fn fixture(backend: Backend) -> Fixture {
-    match backend {
-        Backend::Memory => Fixture {
-            app: TestApp::memory().await,
-            _redis: None,
-        },
-        Backend::Redis => {
-            let redis = RedisProcess::server("");
-            let app = TestApp::on_redis(&redis.url(PASSWORD)).await;
-            Fixture {
-                app,
-                _redis: Some(redis),
-            }
-        }
-    }
-}
-
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Memory).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Redis).await })*
-        }
-    };
-}
+use support::{fixture, Backend};
 
 on_every_store!(
     sequential_counts,
@@ -166,7 +125,8 @@ async fn bad_ids_get_400_with_json(backend: Backend) {
     assert!(status == 431 || status == 0, "{status}"); // hyper may just close the connection
     assert_eq!(f.app.json("/api/v1/counters/big").await.1["count"], 0);
     let r = f
-        .client_get_with_header("/k", "idempotency-key", "bad key")
+        .app
+        .get_with_header("/k", "idempotency-key", "bad key")
         .await;
     assert_eq!(r.status(), 400);
 }
@@ -216,26 +176,30 @@ async fn idempotency_key_replays_the_first_answer(backend: Backend) {
     let f = fixture(backend).await;
     f.app.get("/idem").await; // count 1 without a key
     let first = f
-        .client_get_with_header("/idem", "idempotency-key", "req-1")
+        .app
+        .get_with_header("/idem", "idempotency-key", "req-1")
         .await;
     assert_eq!(first.headers().get("idempotent-replayed"), None);
     assert_eq!(first.json::<serde_json::Value>().await.unwrap()["count"], 2);
     for _ in 0..3 {
         let again = f
-            .client_get_with_header("/idem", "idempotency-key", "req-1")
+            .app
+            .get_with_header("/idem", "idempotency-key", "req-1")
             .await;
         assert_eq!(again.headers()["idempotent-replayed"], "true");
         assert_eq!(again.json::<serde_json::Value>().await.unwrap()["count"], 2);
     }
     let other = f
-        .client_get_with_header("/idem", "idempotency-key", "req-2")
+        .app
+        .get_with_header("/idem", "idempotency-key", "req-2")
         .await;
     assert_eq!(other.json::<serde_json::Value>().await.unwrap()["count"], 3);
     // Concurrent retries of one key increment once.
     let answers: Vec<i64> = stream::iter(0..50)
         .map(|_| async {
             let r = f
-                .client_get_with_header("/idem", "idempotency-key", "req-3")
+                .app
+                .get_with_header("/idem", "idempotency-key", "req-3")
                 .await;
             r.json::<serde_json::Value>().await.unwrap()["count"]
                 .as_i64()
@@ -248,7 +212,8 @@ async fn idempotency_key_replays_the_first_answer(backend: Backend) {
     assert_eq!(f.app.json("/api/v1/counters/idem").await.1["count"], 4);
     // The same key for another id is a client error, not a silent answer for the wrong id.
     let conflict = f
-        .client_get_with_header("/other", "idempotency-key", "req-1")
+        .app
+        .get_with_header("/other", "idempotency-key", "req-1")
         .await;
     assert_eq!(conflict.status(), 422);
     assert_eq!(f.app.json("/api/v1/counters/other").await.1["count"], 0);
@@ -296,26 +261,10 @@ async fn service_info_and_admin_endpoints(backend: Backend) {
 async fn request_id_is_echoed_or_generated(backend: Backend) {
     let f = fixture(backend).await;
     let r = f
-        .client_get_with_header("/rid", "x-request-id", "abc-123")
+        .app
+        .get_with_header("/rid", "x-request-id", "abc-123")
         .await;
     assert_eq!(r.headers()["x-request-id"], "abc-123");
     let r = f.app.get("/rid").await;
     assert_eq!(r.headers()["x-request-id"].len(), 36);
-}
-
-impl Fixture {
-    async fn client_get_with_header(
-        &self,
-        path: &str,
-        name: &str,
-        value: &str,
-    ) -> reqwest::Response {
-        self.app
-            .client
-            .get(format!("{}{path}", self.app.base))
-            .header(name, value)
-            .send()
-            .await
-            .unwrap()
-    }
 }

@@ -74,6 +74,14 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_KEY_PREFIX", default_value = "count:")]
     pub key_prefix: String,
 
+    /// Redis Stream holding the guestbook messages.
+    #[arg(long, env = "TALLY_MESSAGES_KEY", default_value = "tally:messages")]
+    pub messages_key: String,
+
+    /// Guestbook messages kept; older ones are trimmed (at least this many stay).
+    #[arg(long, env = "TALLY_MESSAGE_RETENTION", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub message_retention: u64,
+
     /// Deadline of one request's store work; past it the request gets 503.
     #[arg(long, env = "TALLY_REQUEST_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
@@ -134,6 +142,8 @@ pub struct ServeConfig {
     pub store: StoreConfig,
     pub durability: Durability,
     pub key_prefix: String,
+    pub messages_key: String,
+    pub message_retention: u64,
     pub request_timeout: Duration,
     pub idempotency_ttl: Duration,
     pub readiness_interval: Duration,
@@ -177,6 +187,8 @@ impl ServeConfig {
             store,
             durability,
             key_prefix: args.key_prefix.clone(),
+            messages_key: args.messages_key.clone(),
+            message_retention: args.message_retention,
             request_timeout: args.request_timeout,
             idempotency_ttl: args.idempotency_ttl,
             readiness_interval: args.readiness_interval,
@@ -193,6 +205,8 @@ impl ServeConfig {
             store: StoreConfig::Memory,
             durability: Durability::Async,
             key_prefix: "count:".into(),
+            messages_key: "tally:messages".into(),
+            message_retention: 10_000,
             request_timeout: Duration::from_secs(2),
             idempotency_ttl: Duration::from_secs(600),
             readiness_interval: Duration::from_millis(200),

@@ -24,7 +24,8 @@ async fn info() -> Json<Value> {
         "endpoints": {
             "increment": "GET /{id}",
             "increment_legacy": "GET /count/{id}",
-            "read": "GET /api/v1/counters/{id}"
+            "read": "GET /api/v1/counters/{id}",
+            "messages": "GET|POST /api/v1/messages"
         }
     }))
 }

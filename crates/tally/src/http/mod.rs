@@ -1,8 +1,9 @@
-//! The HTTP surface: the public router (counters, service info) and the admin router.
+//! The HTTP surface: the public router (counters, messages, service info) and the admin router.
 
 mod admin;
 mod counters;
 mod error;
+mod messages;
 mod meta;
 mod middleware;
 
@@ -31,6 +32,7 @@ pub struct AppState {
 pub fn public_router(state: AppState) -> Router {
     Router::new()
         .merge(counters::routes())
+        .merge(messages::routes())
         .merge(meta::routes())
         .layer(axum::middleware::from_fn(middleware::observe))
         .with_state(state)

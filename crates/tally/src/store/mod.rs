@@ -1,10 +1,11 @@
-//! Where counters live. One interface, three backends: an in-process map, a standalone Redis,
-//! and Redis behind Sentinel. Every backend increments atomically and never applies one
-//! increment twice: an ambiguous failure (the command may or may not have run) is reported as
-//! unavailable, never retried blindly.
+//! Where counters and guestbook messages live. One interface, three backends: an in-process
+//! map, a standalone Redis, and Redis behind Sentinel. Every backend writes atomically and never
+//! applies one write twice: an ambiguous failure (the command may or may not have run) is
+//! reported as unavailable, never retried blindly.
 
 mod error;
 mod memory;
+mod message;
 mod redis;
 mod replication;
 mod sentinel;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 pub use self::error::{StoreError, Unavailable};
 pub use self::memory::MemoryStore;
+pub use self::message::{Message, MessageId, Posted};
 pub use self::redis::RedisStore;
 pub use self::replication::Durability;
 
@@ -35,16 +37,30 @@ pub struct Idempotency<'a> {
     pub ttl: Duration,
 }
 
-/// How keys are named in Redis.
+/// How data is laid out in Redis.
 #[derive(Debug, Clone)]
 pub struct KeySpace {
     counter_prefix: String,
+    /// The stream holding guestbook messages.
+    pub messages: String,
+    /// Messages kept (approximately: trimming is `MAXLEN ~`, which keeps at least this many).
+    pub message_retention: u64,
 }
 
 impl KeySpace {
     pub fn new(counter_prefix: impl Into<String>) -> Self {
         Self {
             counter_prefix: counter_prefix.into(),
+            messages: "tally:messages".into(),
+            message_retention: 10_000,
+        }
+    }
+
+    pub fn with_messages(self, stream: String, retention: u64) -> Self {
+        Self {
+            messages: stream,
+            message_retention: retention,
+            ..self
         }
     }
 
@@ -52,9 +68,10 @@ impl KeySpace {
         format!("{}{id}", self.counter_prefix)
     }
 
-    /// Idempotency records live apart from counters so they never collide with an id.
-    pub fn idempotency(&self, key: &str) -> String {
-        format!("tally:idem:{key}")
+    /// Idempotency records live apart from counters and messages, one namespace per operation,
+    /// so a key can never answer for another kind of request.
+    pub fn idempotency(&self, operation: &str, key: &str) -> String {
+        format!("tally:idem:{operation}:{key}")
     }
 }
 
@@ -70,7 +87,9 @@ impl Store {
     /// Must be called inside a Tokio runtime (Sentinel mode starts background tasks).
     pub fn from_config(config: &StoreConfig, keys: KeySpace, durability: Durability) -> Self {
         match config {
-            StoreConfig::Memory => Self::Memory(MemoryStore::new()),
+            StoreConfig::Memory => {
+                Self::Memory(MemoryStore::with_retention(keys.message_retention))
+            }
             StoreConfig::Redis(target) => {
                 Self::Redis(RedisStore::standalone(target, keys, durability))
             }
@@ -113,6 +132,46 @@ impl Store {
         match self {
             Self::Memory(_) => Ok(()),
             Self::Redis(r) => r.ping(deadline).await,
+        }
+    }
+}
+
+/// Guestbook messages.
+impl Store {
+    /// Appends a message; the store assigns its id, so concurrent posts never collide.
+    pub async fn post_message(
+        &self,
+        text: &str,
+        idem: Option<Idempotency<'_>>,
+        deadline: Duration,
+    ) -> Result<Posted, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.post_message(text, idem)),
+            Self::Redis(r) => r.post_message(text, idem, deadline).await,
+        }
+    }
+
+    /// The newest `limit` messages older than `before` (all, without it), newest first.
+    pub async fn list_messages(
+        &self,
+        limit: usize,
+        before: Option<MessageId>,
+        deadline: Duration,
+    ) -> Result<Vec<Message>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.list_messages(limit, before)),
+            Self::Redis(r) => r.list_messages(limit, before, deadline).await,
+        }
+    }
+
+    pub async fn get_message(
+        &self,
+        id: MessageId,
+        deadline: Duration,
+    ) -> Result<Option<Message>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.get_message(id)),
+            Self::Redis(r) => r.get_message(id, deadline).await,
         }
     }
 }

@@ -14,6 +14,51 @@ use tally::config::{RedisTarget, ServeConfig, StoreConfig};
 use tally::serve::Server;
 use tokio::sync::oneshot;
 
+/// The store a behavioural test runs against.
+#[derive(Clone, Copy)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+/// The app on the chosen store; the Redis process lives as long as the fixture.
+pub struct Fixture {
+    pub app: TestApp,
+    pub redis: Option<redis::RedisProcess>,
+}
+
+pub async fn fixture(backend: Backend) -> Fixture {
+    match backend {
+        Backend::Memory => Fixture {
+            app: TestApp::memory().await,
+            redis: None,
+        },
+        Backend::Redis => {
+            let redis = redis::RedisProcess::server("");
+            let app = TestApp::on_redis(&redis.url(redis::PASSWORD)).await;
+            Fixture {
+                app,
+                redis: Some(redis),
+            }
+        }
+    }
+}
+
+/// Runs each named `async fn(Backend)` as two tests: on the memory store and on Redis.
+#[macro_export]
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Memory).await })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Redis).await })*
+        }
+    };
+}
+
 /// The app running in this process on random loopback ports.
 pub struct TestApp {
     pub base: String,
@@ -59,6 +104,16 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_with_header(&self, path: &str, name: &str, value: &str) -> reqwest::Response {
+        let url = format!("{}{path}", self.base);
+        self.client
+            .get(url)
+            .header(name, value)
             .send()
             .await
             .expect("request")

@@ -8,37 +8,25 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{ErrorKind, RedisError, ServerErrorKind};
 use tokio::time::{timeout_at, Instant};
+
+mod client;
+mod counters;
+mod messages;
+
+pub(crate) use self::client::{classify, connect, connection_info};
 
 use super::replication::{Committer, Durability};
 use super::sentinel::SentinelResolver;
-use super::{Idempotency, Incremented, KeySpace, StoreError, Unavailable};
-use crate::config::{RedisAuth, RedisTarget, SentinelTarget};
+use super::{KeySpace, StoreError, Unavailable};
+use crate::config::{RedisTarget, SentinelTarget};
 
 /// After a failed connect, requests fail fast for this long instead of each one dialling.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(200);
-
-/// Increment with an idempotency record, atomically. Returns {count, first_id, replayed}.
-/// KEYS[1] counter, KEYS[2] reply record; ARGV[1] id, ARGV[2] window in seconds.
-static INCR_IDEMPOTENT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local rec = redis.call('GET', KEYS[2])
-if rec then
-  local sep = string.find(rec, ':', 1, true)
-  return {tonumber(string.sub(rec, 1, sep - 1)), string.sub(rec, sep + 1), 1}
-end
-local n = redis.call('INCR', KEYS[1])
-redis.call('SET', KEYS[2], n .. ':' .. ARGV[1], 'EX', ARGV[2])
-return {n, ARGV[1], 0}
-",
-    )
-});
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -111,66 +99,22 @@ impl RedisStore {
         }
     }
 
-    pub async fn incr(
-        &self,
-        id: &str,
-        idem: Option<Idempotency<'_>>,
-        deadline: Duration,
-    ) -> Result<Incremented, StoreError> {
-        let counter = self.inner.keys.counter(id);
-        let Some(idem) = idem else {
-            let cmd = redis::cmd("INCR").arg(&counter).to_owned();
-            let count = self
-                .run("incr", true, deadline, move |mut c| {
-                    let cmd = cmd.clone();
-                    async move { cmd.query_async::<i64>(&mut c).await }
-                })
-                .await?;
-            return Ok(Incremented {
-                count,
-                replayed: false,
-            });
-        };
-        let record = self.inner.keys.idempotency(idem.key);
-        let (id_owned, ttl) = (id.to_owned(), idem.ttl.as_secs().max(1));
-        let (count, first_id, replayed): (i64, String, i64) = self
-            .run("incr_idempotent", true, deadline, move |mut c| {
-                let (counter, record, id) = (counter.clone(), record.clone(), id_owned.clone());
-                async move {
-                    let mut call = INCR_IDEMPOTENT.key(counter);
-                    call.key(record).arg(id).arg(ttl);
-                    call.invoke_async(&mut c).await
-                }
-            })
-            .await?;
-        if first_id != id {
-            return Err(StoreError::IdempotencyConflict);
-        }
-        Ok(Incremented {
-            count,
-            replayed: replayed == 1,
-        })
-    }
-
-    pub async fn get(&self, id: &str, deadline: Duration) -> Result<i64, StoreError> {
-        let cmd = redis::cmd("GET")
-            .arg(self.inner.keys.counter(id))
-            .to_owned();
-        let value: Option<String> = self
-            .run("get", false, deadline, move |mut c| {
-                let cmd = cmd.clone();
-                async move { cmd.query_async(&mut c).await }
-            })
-            .await?;
-        match value {
-            None => Ok(0),
-            Some(v) => v.parse().map_err(|_| StoreError::NotACounter),
-        }
-    }
-
     pub async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
-        self.run("ping", false, deadline, |mut c| async move {
-            redis::cmd("PING").query_async::<()>(&mut c).await
+        self.query("ping", false, deadline, redis::cmd("PING"))
+            .await
+    }
+
+    /// Runs a plain command (see `run`).
+    pub(super) async fn query<T: redis::FromRedisValue>(
+        &self,
+        name: &'static str,
+        write: bool,
+        deadline: Duration,
+        cmd: redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.run(name, write, deadline, move |mut c| {
+            let cmd = cmd.clone();
+            async move { cmd.query_async(&mut c).await }
         })
         .await
     }
@@ -178,7 +122,7 @@ impl RedisStore {
     /// Runs one command on the current master within `deadline`, recording its latency and
     /// errors. `op` may be called twice, but only when the first call certainly did not execute.
     /// A `write` is acknowledged only once it is durable as configured.
-    async fn run<T, F, Fut>(
+    pub(super) async fn run<T, F, Fut>(
         &self,
         name: &'static str,
         write: bool,
@@ -344,87 +288,4 @@ impl RedisStore {
             _ => true,
         }
     }
-}
-
-/// Opens and authenticates a connection within `budget`. Handshake failures other than bad
-/// credentials count as connect failures: no command was sent yet.
-pub(super) async fn connect(
-    info: &redis::ConnectionInfo,
-    budget: Duration,
-) -> Result<MultiplexedConnection, StoreError> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(budget))
-        // Deadlines are ours (per request), not a per-command timeout of the client.
-        .set_response_timeout(None);
-    let client = redis::Client::open(info.clone())
-        .map_err(|e| StoreError::unavailable(Unavailable::Connect, e.to_string()))?;
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|e| match classify(&e) {
-            err @ StoreError::Unavailable {
-                kind: Unavailable::Auth,
-                ..
-            } => err,
-            _ => StoreError::unavailable(Unavailable::Connect, e.to_string()),
-        })
-}
-
-pub(super) fn connection_info(
-    host: &str,
-    port: u16,
-    tls: bool,
-    auth: &RedisAuth,
-) -> redis::ConnectionInfo {
-    let addr = if tls {
-        redis::ConnectionAddr::TcpTls {
-            host: host.to_owned(),
-            port,
-            insecure: false,
-            tls_params: None,
-        }
-    } else {
-        redis::ConnectionAddr::Tcp(host.to_owned(), port)
-    };
-    let mut settings = redis::RedisConnectionInfo::default().set_db(auth.db);
-    if let Some(user) = &auth.username {
-        settings = settings.set_username(user);
-    }
-    if let Some(password) = &auth.password {
-        settings = settings.set_password(password.expose());
-    }
-    redis::IntoConnectionInfo::into_connection_info(addr)
-        .expect("a TCP address is always valid connection info")
-        .set_redis_settings(settings)
-}
-
-/// Maps a client error to what it means for the caller. Messages come from the server or the
-/// socket and never contain credentials.
-pub(super) fn classify(e: &RedisError) -> StoreError {
-    let kind = if e.is_timeout() {
-        Unavailable::Timeout
-    } else {
-        match (e.kind(), e.code()) {
-            (ErrorKind::AuthenticationFailed, _) => Unavailable::Auth,
-            (_, Some("WRONGPASS" | "NOAUTH" | "NOPERM")) => Unavailable::Auth,
-            (ErrorKind::Server(ServerErrorKind::ReadOnly), _) | (_, Some("READONLY")) => {
-                Unavailable::ReadOnly
-            }
-            (ErrorKind::Server(ServerErrorKind::BusyLoading), _) => Unavailable::Loading,
-            (ErrorKind::Server(ServerErrorKind::MasterDown), _) => Unavailable::NoMaster,
-            (_, Some("NOREPLICAS")) => Unavailable::NoReplicas,
-            (ErrorKind::Server(ServerErrorKind::ResponseError), _)
-                if e.detail()
-                    .is_some_and(|d| d.contains("not an integer") || d.contains("WRONGTYPE")) =>
-            {
-                return StoreError::NotACounter;
-            }
-            (_, Some("WRONGTYPE")) => return StoreError::NotACounter,
-            (ErrorKind::Io, _) if e.is_connection_refusal() => Unavailable::Connect,
-            (ErrorKind::Io, _) => Unavailable::Io,
-            _ if e.is_connection_dropped() => Unavailable::Io,
-            _ => Unavailable::Server,
-        }
-    };
-    StoreError::unavailable(kind, e.to_string())
 }

@@ -1,0 +1,73 @@
+//! Counters on Redis: `INCR`, or a Lua script when an Idempotency-Key comes along.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use super::RedisStore;
+use crate::store::{Idempotency, Incremented, StoreError};
+
+/// Increment with an idempotency record, atomically. Returns {count, first_id, replayed}.
+/// KEYS[1] counter, KEYS[2] reply record; ARGV[1] id, ARGV[2] window in seconds.
+static INCR_IDEMPOTENT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local rec = redis.call('GET', KEYS[2])
+if rec then
+  local sep = string.find(rec, ':', 1, true)
+  return {tonumber(string.sub(rec, 1, sep - 1)), string.sub(rec, sep + 1), 1}
+end
+local n = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], n .. ':' .. ARGV[1], 'EX', ARGV[2])
+return {n, ARGV[1], 0}
+",
+    )
+});
+
+impl RedisStore {
+    pub async fn incr(
+        &self,
+        id: &str,
+        idem: Option<Idempotency<'_>>,
+        deadline: Duration,
+    ) -> Result<Incremented, StoreError> {
+        let counter = self.inner.keys.counter(id);
+        let Some(idem) = idem else {
+            let cmd = redis::cmd("INCR").arg(&counter).to_owned();
+            let count = self.query("incr", true, deadline, cmd).await?;
+            return Ok(Incremented {
+                count,
+                replayed: false,
+            });
+        };
+        let record = self.inner.keys.idempotency("counter", idem.key);
+        let (id_owned, ttl) = (id.to_owned(), idem.ttl.as_secs().max(1));
+        let (count, first_id, replayed): (i64, String, i64) = self
+            .run("incr_idempotent", true, deadline, move |mut c| {
+                let (counter, record, id) = (counter.clone(), record.clone(), id_owned.clone());
+                async move {
+                    let mut call = INCR_IDEMPOTENT.key(counter);
+                    call.key(record).arg(id).arg(ttl);
+                    call.invoke_async(&mut c).await
+                }
+            })
+            .await?;
+        if first_id != id {
+            return Err(StoreError::IdempotencyConflict);
+        }
+        Ok(Incremented {
+            count,
+            replayed: replayed == 1,
+        })
+    }
+
+    pub async fn get(&self, id: &str, deadline: Duration) -> Result<i64, StoreError> {
+        let cmd = redis::cmd("GET")
+            .arg(self.inner.keys.counter(id))
+            .to_owned();
+        let value: Option<String> = self.query("get", false, deadline, cmd).await?;
+        match value {
+            None => Ok(0),
+            Some(v) => v.parse().map_err(|_| StoreError::NotACounter),
+        }
+    }
+}
