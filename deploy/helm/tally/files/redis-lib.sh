@@ -1,0 +1,211 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2034 # variables set here are used by the scripts that source this file
+# Common functions of tally's Redis / Sentinel scripts (start-redis.sh, start-sentinel.sh,
+# prestop-redis.sh, probe.sh). POSIX sh: runs in the official redis / valkey images (Debian or
+# Alpine). Sourced, not executed.
+#
+# The scripts are parametrised by the environment only, so the same files run in the Helm chart
+# (one pod = a `redis` and a `sentinel` container), in a compose stack (one "pod" = two containers
+# sharing a network namespace, reachable by network aliases) and against local processes in tests.
+#
+#   POD_NAME             this node's name, ending in -<ordinal>          default: $(hostname)
+#   REDIS_NODE_COUNT     number of Redis nodes                           default: 3
+#   HEADLESS_DOMAIN      domain appended to every node name, e.g.
+#                        tally-redis-headless.tally.svc.cluster.local   default: none (bare names)
+#   REDIS_PORT           Redis port of every node                        default: 6379
+#   SENTINEL_PORT        Sentinel port of every node                     default: 26379
+#   REDIS_NODES          override: "host:port host:port ..." of every Redis, in ordinal order
+#   SENTINEL_NODES       override: the same for every Sentinel
+#   NODE_INDEX           override: this node's ordinal (default: POD_NAME's -<n> suffix)
+#   MASTER_NAME          the Sentinel master group name                  default: mymaster
+#   REDIS_PASSWORD_FILE  file holding the password of Redis and replication; unset or missing:
+#                        no authentication
+#   SENTINEL_PASSWORD_FILE  file holding the Sentinel password          default: REDIS_PASSWORD_FILE
+#   CLI_TIMEOUT          seconds allowed for one redis-cli call          default: 3
+#   REDIS_CLI            the client binary             default: redis-cli, else valkey-cli
+#
+# Node names are announced (replica-announce-ip, sentinel announce-ip), never addresses, so a node
+# that comes back with a new IP address keeps its identity. Host names must not contain ':'.
+
+log() {
+  printf '%s %s[%s]: %s\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "${SCRIPT_NAME:-redis-lib}" "${NODE_INDEX:-?}" "$*" >&2
+}
+
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+
+# nth LIST N: the N-th (0-based) word of a space-separated list, empty when out of range
+nth() {
+  _i=0
+  # shellcheck disable=SC2086 # word splitting of the list is intended
+  for _w in $1; do
+    if [ "$_i" -eq "$2" ]; then
+      printf '%s\n' "$_w"
+      return 0
+    fi
+    _i=$((_i + 1))
+  done
+  return 0
+}
+
+host_of() { printf '%s\n' "${1%:*}"; }
+port_of() { printf '%s\n' "${1##*:}"; }
+
+# conf_quote STRING: STRING as a double-quoted Redis configuration argument
+conf_quote() {
+  printf '"%s"\n' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
+}
+
+read_secret() { # read_secret FILE: the file's content without trailing newlines, empty if absent
+  if [ -n "$1" ] && [ -r "$1" ]; then
+    cat "$1"
+  fi
+}
+
+# first_command NAME...: the first NAME found on PATH (the first NAME when none is)
+first_command() {
+  for _c in "$@"; do
+    if command -v "$_c" >/dev/null 2>&1; then
+      printf '%s\n' "$_c"
+      return 0
+    fi
+  done
+  printf '%s\n' "$1"
+}
+
+# lib_init: computes the node lists and this node's identity; reads the passwords.
+lib_init() {
+  POD_NAME=${POD_NAME:-$(hostname)}
+  REDIS_NODE_COUNT=${REDIS_NODE_COUNT:-3}
+  REDIS_PORT=${REDIS_PORT:-6379}
+  SENTINEL_PORT=${SENTINEL_PORT:-26379}
+  MASTER_NAME=${MASTER_NAME:-mymaster}
+  CLI_TIMEOUT=${CLI_TIMEOUT:-3}
+  HEADLESS_DOMAIN=${HEADLESS_DOMAIN:-}
+  REDIS_CLI=${REDIS_CLI:-$(first_command redis-cli valkey-cli)}
+
+  if [ -z "${NODE_INDEX:-}" ]; then
+    NODE_INDEX=${POD_NAME##*-}
+    case "$NODE_INDEX" in
+      '' | *[!0-9]*) die "cannot take an ordinal from POD_NAME=$POD_NAME (set NODE_INDEX)" ;;
+    esac
+  fi
+  _base=${POD_NAME%-*}
+  if [ -z "${REDIS_NODES:-}" ] || [ -z "${SENTINEL_NODES:-}" ]; then
+    _r=''
+    _s=''
+    _i=0
+    while [ "$_i" -lt "$REDIS_NODE_COUNT" ]; do
+      _h="$_base-$_i${HEADLESS_DOMAIN:+.$HEADLESS_DOMAIN}"
+      _r="$_r${_r:+ }$_h:$REDIS_PORT"
+      _s="$_s${_s:+ }$_h:$SENTINEL_PORT"
+      _i=$((_i + 1))
+    done
+    REDIS_NODES=${REDIS_NODES:-$_r}
+    SENTINEL_NODES=${SENTINEL_NODES:-$_s}
+  fi
+  MY_REDIS=$(nth "$REDIS_NODES" "$NODE_INDEX")
+  MY_SENTINEL=$(nth "$SENTINEL_NODES" "$NODE_INDEX")
+  [ -n "$MY_REDIS" ] || die "node $NODE_INDEX is not in REDIS_NODES=$REDIS_NODES"
+  [ -n "$MY_SENTINEL" ] || die "node $NODE_INDEX is not in SENTINEL_NODES=$SENTINEL_NODES"
+  MY_HOST=$(host_of "$MY_REDIS")
+  FIRST_REDIS=$(nth "$REDIS_NODES" 0)
+
+  REDIS_PASSWORD=$(read_secret "${REDIS_PASSWORD_FILE:-}")
+  SENTINEL_PASSWORD=$(read_secret "${SENTINEL_PASSWORD_FILE:-${REDIS_PASSWORD_FILE:-}}")
+  if [ -n "${REDIS_PASSWORD_FILE:-}" ] && [ -z "$REDIS_PASSWORD" ]; then
+    die "REDIS_PASSWORD_FILE=$REDIS_PASSWORD_FILE is missing or empty"
+  fi
+}
+
+# with_timeout CMD...: CMD bounded by CLI_TIMEOUT seconds when `timeout` exists
+with_timeout() {
+  if command -v timeout >/dev/null 2>&1; then
+    timeout "$CLI_TIMEOUT" "$@"
+  else
+    "$@"
+  fi
+}
+
+# cli PASSWORD HOST:PORT ARGS...: one redis-cli call; the password goes by environment, never
+# on the command line. Prints the raw reply; non-zero when the node cannot be reached.
+cli() {
+  _pw=$1
+  _hp=$2
+  shift 2
+  if [ -n "$_pw" ]; then
+    REDISCLI_AUTH=$_pw VALKEYCLI_AUTH=$_pw with_timeout "$REDIS_CLI" -h "$(host_of "$_hp")" -p "$(port_of "$_hp")" "$@"
+  else
+    with_timeout "$REDIS_CLI" -h "$(host_of "$_hp")" -p "$(port_of "$_hp")" "$@"
+  fi
+}
+redis_cli() { cli "$REDIS_PASSWORD" "$@"; }
+sentinel_cli() { cli "$SENTINEL_PASSWORD" "$@"; }
+
+# sentinel_master_of SENTINEL: "host:port" of the master that sentinel names, empty if none
+sentinel_master_of() {
+  _out=$(sentinel_cli "$1" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null) || return 0
+  _h=$(printf '%s\n' "$_out" | sed -n 1p)
+  _p=$(printf '%s\n' "$_out" | sed -n 2p)
+  case "$_p" in
+    '' | *[!0-9]*) return 0 ;;
+  esac
+  [ -n "$_h" ] && printf '%s:%s\n' "$_h" "$_p"
+  return 0
+}
+
+# sentinels_master: the master named by the most sentinels (a majority when they agree), empty
+# when no sentinel knows one
+sentinels_master() {
+  for _s in $SENTINEL_NODES; do
+    sentinel_master_of "$_s"
+  done | sort | uniq -c | sort -rn | awk 'NR == 1 { print $2 }'
+}
+
+# role_of REDIS: first line of ROLE (master, slave, sentinel), empty when unreachable
+role_of() {
+  redis_cli "$1" ROLE 2>/dev/null | sed -n 1p
+}
+
+# redis_master: the first Redis node that says it is a master, empty if none
+redis_master() {
+  for _r in $REDIS_NODES; do
+    if [ "$(role_of "$_r")" = master ]; then
+      printf '%s\n' "$_r"
+      return 0
+    fi
+  done
+  return 0
+}
+
+# discover_master: the current master as host:port: what the sentinels say; if no sentinel knows
+# one, a Redis node that is master; empty when neither (a new group: the caller bootstraps node 0)
+discover_master() {
+  _m=$(sentinels_master)
+  if [ -n "$_m" ]; then
+    log "sentinels name master $_m"
+    printf '%s\n' "$_m"
+    return 0
+  fi
+  _m=$(redis_master)
+  if [ -n "$_m" ]; then
+    log "no sentinel knows a master; Redis node $_m is master"
+    printf '%s\n' "$_m"
+  fi
+  return 0
+}
+
+# same_node A B: true when host:port A and B name the same node (host names compared without
+# case and without a trailing dot)
+same_node() {
+  _a=$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]' | sed 's/\.:/:/')
+  _b=$(printf '%s' "$2" | tr '[:upper:]' '[:lower:]' | sed 's/\.:/:/')
+  [ "$_a" = "$_b" ]
+}
+
+# info_field SECTION-OUTPUT FIELD: the value of FIELD in INFO output
+info_field() {
+  printf '%s\n' "$1" | tr -d '\r' | sed -n "s/^$2://p"
+}

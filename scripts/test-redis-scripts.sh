@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Tests the chart's Redis/Sentinel scripts (deploy/helm/tally/files/) against real redis-server and
+# redis-sentinel processes: three "nodes" on 127.0.0.1 (own ports, temp dirs, a password with
+# awkward characters), started at once as a StatefulSet with parallel pod management would.
+# Checks bootstrap of node 0 as master, a killed master rejoining as a replica, the preStop
+# handover (CLIENT PAUSE WRITE + SENTINEL FAILOVER), a restarted sentinel following the current
+# master without being counted twice, and the probes.
+#
+# Needs redis-server, redis-sentinel and redis-cli (apt-get install redis-server redis-sentinel
+# redis-tools). Bounded: every wait has a deadline; everything started is stopped on exit.
+#   TEST_SHELL=dash|sh|bash   shell that runs the scripts (default: sh)
+#   TEST_BASE_PORT            first of the ports used (default: random, below the ephemeral range)
+# shellcheck disable=SC2016 # conditions are passed to wait_for/check as eval strings on purpose
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+FILES=$ROOT/deploy/helm/tally/files
+SH=${TEST_SHELL:-sh}
+for bin in redis-server redis-sentinel redis-cli "$SH"; do
+  command -v "$bin" >/dev/null || { echo "SKIP: $bin not installed"; exit 0; }
+done
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/tally-redis-test.XXXXXX")
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "${KEEP_TMP:-0}" = 1 ]; then echo "kept $T"; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Ports below the kernel's ephemeral range: a port inside it can be taken at any moment as the
+# source port of an outgoing connection (the nodes connect to each other while they start).
+EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+BASE=${TEST_BASE_PORT:-}
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  [ -n "$BASE" ] && break
+  b=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000 - 20)))
+  ok=1
+  for i in 0 1 2 10 11 12; do port_free $((b + i)) || ok=0; done
+  [ "$ok" = 1 ] && BASE=$b
+done
+[ -n "$BASE" ] || { echo "no free ports found"; exit 1; }
+
+PASSWORD='s3cret p@ss "quoted" \back'
+printf '%s' "$PASSWORD" >"$T/password"
+REDIS_NODES="127.0.0.1:$BASE 127.0.0.1:$((BASE + 1)) 127.0.0.1:$((BASE + 2))"
+SENTINEL_NODES="127.0.0.1:$((BASE + 10)) 127.0.0.1:$((BASE + 11)) 127.0.0.1:$((BASE + 12))"
+rport() { echo $((BASE + $1)); }
+sport() { echo $((BASE + 10 + $1)); }
+
+PASS=0
+FAIL=0
+START=$(date +%s)
+ok() { PASS=$((PASS + 1)); printf 'ok   %s\n' "$*"; }
+bad() { FAIL=$((FAIL + 1)); printf 'FAIL %s\n' "$*"; }
+check() { # check DESCRIPTION CMD...: ok when CMD succeeds
+  local desc=$1
+  shift
+  if "$@"; then ok "$desc"; else bad "$desc"; fi
+}
+elapsed() { echo $(($(date +%s) - START)); }
+
+# run_script I SCRIPT ARGS...: a script of files/ with node I's environment (the environment the
+# chart gives a pod); with RUN_EXEC=exec it replaces the (background) shell, so $! is its pid
+run_script() {
+  local i=$1 s=$2
+  shift 2
+  ${RUN_EXEC:-} env NODE_INDEX="$i" POD_NAME="tally-redis-$i" REDIS_NODES="$REDIS_NODES" \
+    SENTINEL_NODES="$SENTINEL_NODES" REDIS_BIND=127.0.0.1 SENTINEL_BIND=127.0.0.1 \
+    REDIS_PASSWORD_FILE="$T/password" REDIS_DATA_DIR="$T/n$i/data" \
+    REDIS_RUN_DIR="$T/n$i/redis-run" SENTINEL_RUN_DIR="$T/n$i/sentinel-run" \
+    SENTINEL_DOWN_AFTER_MS=2000 SENTINEL_FAILOVER_TIMEOUT_MS=10000 CLI_TIMEOUT=2 \
+    PRESTOP_PAUSE_MS=10000 PRESTOP_TIMEOUT_SECONDS=30 \
+    "$SH" "$FILES/$s" "$@"
+}
+declare -A REDIS_PID SENTINEL_PID
+start_redis() {
+  mkdir -p "$T/n$1"
+  RUN_EXEC='exec' run_script "$1" start-redis.sh >>"$T/n$1/redis.log" 2>&1 &
+  REDIS_PID[$1]=$!
+  PIDS+=("$!")
+}
+start_sentinel() {
+  mkdir -p "$T/n$1"
+  RUN_EXEC='exec' run_script "$1" start-sentinel.sh >>"$T/n$1/sentinel.log" 2>&1 &
+  SENTINEL_PID[$1]=$!
+  PIDS+=("$!")
+}
+
+rcli() { local p=$1; shift; REDISCLI_AUTH=$PASSWORD timeout 3 redis-cli -h 127.0.0.1 -p "$p" "$@" 2>/dev/null; }
+role() { rcli "$(rport "$1")" ROLE | head -n1; }
+# master named by sentinel I, as a redis port number
+sentinel_master() { rcli "$(sport "$1")" SENTINEL get-master-addr-by-name mymaster | sed -n 2p; }
+master_node() { # the node index that all three sentinels name, empty when they do not agree
+  local a b c
+  a=$(sentinel_master 0); b=$(sentinel_master 1); c=$(sentinel_master 2)
+  if [ -n "$a" ] && [ "$a" = "$b" ] && [ "$b" = "$c" ]; then echo $((a - BASE)); fi
+}
+link_up() { rcli "$(rport "$1")" INFO replication | tr -d '\r' | grep -q '^master_link_status:up'; }
+replica_of() { # replica_of I M: node I is a replica of node M with its link up
+  [ "$(role "$1")" = slave ] && link_up "$1" \
+    && [ "$(rcli "$(rport "$1")" ROLE | sed -n 3p)" = "$(rport "$2")" ]
+}
+dump_logs() {
+  local f
+  for f in "$T"/n*/*.log; do
+    echo "---- ${f#"$T"/}"
+    tail -n 25 "$f"
+  done
+}
+
+# wait_for SECONDS DESCRIPTION CMD...: polls CMD every 0.2 s until it succeeds or time runs out
+wait_for() {
+  local secs=$1 desc=$2 t0
+  shift 2
+  t0=$(date +%s)
+  while ! "$@"; do
+    if [ $(($(date +%s) - t0)) -ge "$secs" ]; then
+      bad "$desc (not within ${secs}s)"
+      dump_logs
+      echo "$PASS passed, $FAIL failed"
+      exit 1
+    fi
+    sleep 0.2
+  done
+  ok "$desc ($(($(date +%s) - t0))s)"
+}
+echo "testing $FILES with $SH on 127.0.0.1 ports $BASE-$((BASE + 12)), temp dir $T"
+
+# 0. Node names as the chart computes them: from POD_NAME, REDIS_NODE_COUNT and HEADLESS_DOMAIN.
+names=$(env -i PATH="$PATH" POD_NAME=tally-redis-1 REDIS_NODE_COUNT=3 \
+  HEADLESS_DOMAIN=tally-redis-headless.ns.svc.cluster.local "$SH" -c \
+  '. "$1/redis-lib.sh"; lib_init; printf "%s|%s|%s|%s" "$NODE_INDEX" "$MY_REDIS" "$SENTINEL_NODES" "$FIRST_REDIS"' \
+  sh "$FILES")
+d=tally-redis-headless.ns.svc.cluster.local
+check "node names from POD_NAME and HEADLESS_DOMAIN" [ "$names" = "1|tally-redis-1.$d:6379|tally-redis-0.$d:26379 tally-redis-1.$d:26379 tally-redis-2.$d:26379|tally-redis-0.$d:6379" ]
+check "conf_quote escapes quotes and backslashes" \
+  [ "$("$SH" -c '. "$1/redis-lib.sh"; conf_quote "a\"b\\c"' sh "$FILES")" = '"a\"b\\c"' ]
+check "same_node ignores case and a trailing dot" \
+  "$SH" -c '. "$1/redis-lib.sh"; same_node "Tally-Redis-0.X.:6379" "tally-redis-0.x:6379"' sh "$FILES"
+
+# 1. Bootstrap: all six processes start at once; node 0 must become master.
+for i in 0 1 2; do start_redis "$i"; start_sentinel "$i"; done
+wait_for 30 "bootstrap: node 0 is master" eval '[ "$(role 0)" = master ]'
+wait_for 30 "bootstrap: nodes 1 and 2 replicate node 0" eval 'replica_of 1 0 && replica_of 2 0'
+wait_for 30 "bootstrap: all sentinels name node 0" eval '[ "$(master_node)" = 0 ]'
+wait_for 30 "bootstrap: sentinels see each other (CKQUORUM)" \
+  eval 'rcli "$(sport 0)" SENTINEL CKQUORUM mymaster | grep -q "^OK 3 usable"'
+check "node 0 log says it bootstrapped" grep -q 'bootstrapping node 0 as master' "$T/n0/redis.log"
+check "replica-announce-ip written" grep -q '^replica-announce-ip 127.0.0.1' "$T/n1/redis-run/redis.conf"
+
+for _ in 1 2 3; do rcli "$(rport 0)" INCR count:test >/dev/null; done
+check "INCR on the master (min-replicas-to-write met)" eval '[ "$(rcli "$(rport 0)" GET count:test)" = 3 ]'
+check "replicas are read-only" eval '[ "$(rcli "$(rport 1)" INCR count:test | head -c 8)" = READONLY ]'
+check "a wrong password is refused" \
+  eval '[ "$(REDISCLI_AUTH=wrong redis-cli -p "$(rport 0)" GET count:test 2>&1 | grep -c WRONGPASS)" = 1 ]'
+
+for i in 0 1 2; do
+  if run_script "$i" probe.sh redis-ready >/dev/null && run_script "$i" probe.sh redis-alive >/dev/null \
+    && run_script "$i" probe.sh sentinel-ready >/dev/null && run_script "$i" probe.sh sentinel-alive >/dev/null; then
+    ok "probes pass on node $i"
+  else
+    bad "probes fail on node $i"
+  fi
+done
+
+# 2. SIGKILL the master's redis: the sentinels fail over; restarted, node 0 rejoins as a replica.
+kill -9 "${REDIS_PID[0]}"
+wait "${REDIS_PID[0]}" 2>/dev/null || true
+check "liveness probe fails on a dead redis" eval '! run_script 0 probe.sh redis-alive >/dev/null 2>&1'
+wait_for 30 "kill -9 of the master: sentinels promote a replica" \
+  eval 'm=$(master_node); [ -n "$m" ] && [ "$m" != 0 ]'
+M=$(master_node)
+wait_for 15 "new master node $M accepts writes" eval '[ "$(rcli "$(rport "$M")" INCR count:test)" = 4 ]'
+start_redis 0
+wait_for 30 "restarted old master rejoins as a replica of node $M" replica_of 0 "$M"
+check "node 0 asked the sentinels and started as a replica" \
+  grep -q "starting as replica of 127.0.0.1:$(rport "$M")" "$T/n0/redis.log"
+wait_for 10 "node 0 has the data written after the failover" eval '[ "$(rcli "$(rport 0)" GET count:test)" = 4 ]'
+
+# 3. preStop on the master: writes paused, SENTINEL FAILOVER, wait for the switch.
+t0=$(date +%s)
+if run_script "$M" prestop-redis.sh >"$T/prestop.log" 2>&1; then ok "preStop exits 0"; else bad "preStop exit code"; fi
+dt=$(($(date +%s) - t0))
+if grep -q 'master moved to' "$T/prestop.log"; then
+  ok "preStop handed the master role over in ${dt}s"
+else
+  bad "preStop did not hand over"
+  cat "$T/prestop.log"
+fi
+wait_for 15 "after preStop all sentinels name a new master" \
+  eval 'm=$(master_node); [ -n "$m" ] && [ "$m" != "$M" ]'
+M2=$(master_node)
+wait_for 20 "old master node $M is now a replica of node $M2" replica_of "$M" "$M2"
+wait_for 15 "no write lost across the handover" eval '[ "$(rcli "$(rport "$M2")" INCR count:test)" = 5 ]'
+out=$(run_script "$M" prestop-redis.sh 2>&1)
+case "$out" in
+  *"no failover needed"*) ok "preStop on a replica does nothing" ;;
+  *) bad "preStop on a replica: $out" ;;
+esac
+
+# 4. A restarted sentinel follows the current master and is not counted twice.
+S=$(((M2 + 1) % 3))
+kill -9 "${SENTINEL_PID[$S]}"
+wait "${SENTINEL_PID[$S]}" 2>/dev/null || true
+start_sentinel "$S"
+wait_for 20 "restarted sentinel $S names the current master" eval '[ "$(sentinel_master "$S")" = "$(rport "$M2")" ]'
+check "restarted sentinel asked the others" \
+  grep -q "sentinels name master 127.0.0.1:$(rport "$M2")" "$T/n$S/sentinel.log"
+O=$(((S + 1) % 3))
+wait_for 10 "sentinel $O still counts 2 other sentinels (stable myid)" \
+  eval '[ "$(rcli "$(sport "$O")" SENTINEL sentinels mymaster | grep -cx name)" = 2 ]'
+wait_for 20 "CKQUORUM after the sentinel restart" \
+  eval 'rcli "$(sport "$S")" SENTINEL CKQUORUM mymaster | grep -q "^OK 3 usable"'
+
+if [ "$FAIL" -gt 0 ]; then dump_logs; fi
+echo "redis scripts: $(elapsed)s"
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
