@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian/Ubuntu machine: installs what the tests start
-# (redis-server, redis-sentinel, redis-tools) when missing, then runs every test against real
-# servers. Usage: ./scripts/test.sh [extra cargo nextest / cargo test arguments]
+# (redis-server, redis-sentinel, redis-tools; chromium and chromedriver for the browser test)
+# when missing, then runs every test against real servers. Usage: ./scripts/test.sh [extra cargo nextest / cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-need_packages redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools
+need_packages redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools \
+  chromium:chromium chromedriver:chromium-driver
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use crate::check::CheckArgs;
 use crate::config::{ServeArgs, ServeConfig};
+use crate::web::{WebArgs, WebServer};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,6 +32,8 @@ pub enum Command {
     /// Load a running tally and check every answer: lost, duplicated and over-counted
     /// increments, availability, latency. Exits 1 when a check fails.
     Check(CheckArgs),
+    /// Serve the web front end (guestbook and counter page) in front of the API tier.
+    Web(WebArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -45,9 +48,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             });
         }
+        Some(Command::Web(args)) => return web(args).await.map(|()| ExitCode::SUCCESS),
         None => cli.serve,
     };
     serve(args).await.map(|()| ExitCode::SUCCESS)
+}
+
+async fn web(args: WebArgs) -> anyhow::Result<()> {
+    crate::telemetry::init(args.log_format);
+    let api_url = args.resolve_api_url(&|name| std::env::var(name).ok())?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %args.listen,
+        admin_listen = %args.admin_listen,
+        api_url = %api_url,
+        request_timeout = ?args.request_timeout,
+        "starting tally web"
+    );
+    let server = WebServer::bind(args, &api_url).await?;
+    tracing::info!(public = %server.public_addr(), admin = %server.admin_addr(), "listening");
+    server.run(crate::lifecycle::shutdown_signal()).await
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -68,5 +88,5 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let server = crate::serve::Server::bind(config).await?;
     tracing::info!(public = %server.public_addr(), admin = %server.admin_addr(), "listening");
-    server.run(crate::serve::shutdown_signal()).await
+    server.run(crate::lifecycle::shutdown_signal()).await
 }

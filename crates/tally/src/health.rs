@@ -1,31 +1,47 @@
-//! Liveness and readiness state. Readiness is computed by a background ping on an interval, so
-//! probes are cheap and a flood of probes never becomes a flood of store commands.
+//! Liveness and readiness state. Readiness follows one dependency (the store for `serve`, the
+//! API for `web`), checked by a background probe on an interval, so Kubernetes probes are cheap
+//! and a flood of probes never becomes a flood of store commands.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::store::Store;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Health {
     inner: Arc<State>,
 }
 
-#[derive(Default)]
 struct State {
-    store_up: AtomicBool,
+    /// What readiness depends on, for logs ("store", "api").
+    dependency: &'static str,
+    /// The gauge that mirrors `up` (`tally_store_up`, `tally_api_up`).
+    gauge: &'static str,
+    up: AtomicBool,
     draining: AtomicBool,
 }
 
 impl Health {
-    /// Ready: the store answered its last ping and the process is not shutting down.
-    pub fn is_ready(&self) -> bool {
-        self.store_up() && !self.is_draining()
+    pub fn new(dependency: &'static str, gauge: &'static str) -> Self {
+        Self {
+            inner: Arc::new(State {
+                dependency,
+                gauge,
+                up: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
+            }),
+        }
     }
 
-    pub fn store_up(&self) -> bool {
-        self.inner.store_up.load(Ordering::Relaxed)
+    /// Ready: the dependency answered its last probe and the process is not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.dependency_up() && !self.is_draining()
+    }
+
+    pub fn dependency_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
     }
 
     pub fn is_draining(&self) -> bool {
@@ -36,40 +52,52 @@ impl Health {
         self.inner.draining.store(true, Ordering::Relaxed);
     }
 
-    fn set_store_up(&self, up: bool) {
-        let was = self.inner.store_up.swap(up, Ordering::Relaxed);
-        crate::metrics::store_up(up);
+    fn set_up(&self, up: bool) {
+        let was = self.inner.up.swap(up, Ordering::Relaxed);
+        crate::metrics::dependency_up(self.inner.gauge, up);
         if was != up {
+            let dependency = self.inner.dependency;
             if up {
-                tracing::info!("store is reachable: ready");
+                tracing::info!(dependency, "dependency is reachable: ready");
             } else {
-                tracing::warn!("store is unreachable: not ready");
+                tracing::warn!(dependency, "dependency is unreachable: not ready");
             }
         }
     }
 
-    /// Pings the store every `interval` until the task is aborted. The first ping runs at once
+    /// Runs `probe` every `interval` until the task is aborted. The first probe runs at once
     /// so a healthy process turns ready without waiting a full interval.
-    pub fn spawn_store_watch(
-        &self,
-        store: Store,
-        interval: Duration,
-        deadline: Duration,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_watch<F, Fut>(&self, interval: Duration, probe: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send,
+    {
         let health = self.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                let result = store
-                    .ping(deadline.min(interval.max(Duration::from_millis(500))))
-                    .await;
+                let result = probe().await;
                 if let Err(e) = &result {
-                    tracing::debug!(error = %e, "readiness ping failed");
+                    tracing::debug!(dependency = health.inner.dependency, error = %e, "readiness probe failed");
                 }
-                health.set_store_up(result.is_ok());
+                health.set_up(result.is_ok());
             }
+        })
+    }
+
+    /// Readiness of `serve`: a PING to the store, bounded by the interval (at least 500 ms).
+    pub fn spawn_store_watch(
+        &self,
+        store: Store,
+        interval: Duration,
+        deadline: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let budget = deadline.min(interval.max(Duration::from_millis(500)));
+        self.spawn_watch(interval, move || {
+            let store = store.clone();
+            async move { store.ping(budget).await.map_err(|e| e.to_string()) }
         })
     }
 }

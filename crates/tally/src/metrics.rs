@@ -69,6 +69,10 @@ fn describe() {
         "tally_store_up",
         "1 when the last readiness ping of the store succeeded, else 0"
     );
+    describe_gauge!(
+        "tally_api_up",
+        "tally web: 1 when the last probe of the API succeeded, else 0"
+    );
     describe_counter!(
         "tally_idempotent_replays_total",
         "Requests answered from an earlier request with the same Idempotency-Key"
@@ -104,8 +108,9 @@ pub fn store_connected() {
     counter!("tally_store_connections_total").increment(1);
 }
 
-pub fn store_up(up: bool) {
-    gauge!("tally_store_up").set(if up { 1.0 } else { 0.0 });
+/// `gauge` is `tally_store_up` (serve) or `tally_api_up` (web).
+pub fn dependency_up(gauge: &'static str, up: bool) {
+    gauge!(gauge).set(if up { 1.0 } else { 0.0 });
 }
 
 pub fn idempotent_replay() {

@@ -1,17 +1,27 @@
 //! The admin listener: liveness, readiness and metrics, on their own port so probes and
-//! scrapes never collide with ids and can be firewalled apart from the public port.
+//! scrapes never collide with ids and can be firewalled apart from the public port. Shared by
+//! `serve` (readiness follows the store) and `web` (readiness follows the API).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::AppState;
+use crate::health::Health;
 
-pub fn router(state: AppState) -> Router {
+#[derive(Clone)]
+pub struct AdminState {
+    pub health: Health,
+    pub metrics: PrometheusHandle,
+    /// What readiness follows, for the `/readyz` body: ("store", "redis"), ("api", url)…
+    pub dependency: (&'static str, String),
+}
+
+pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -25,23 +35,24 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 only when the store answered its last ping and the process is not draining.
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let (store_up, draining) = (state.health.store_up(), state.health.is_draining());
-    let status = if store_up && !draining {
+/// 200 only when the dependency answered its last probe and the process is not draining.
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    let (up, draining) = (state.health.dependency_up(), state.health.is_draining());
+    let status = if up && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let (name, kind) = &state.dependency;
     let body = json!({
         "status": if status == StatusCode::OK { "ready" } else { "not ready" },
-        "store": { "kind": state.store.kind(), "up": store_up },
+        *name: { "kind": kind, "up": up },
         "draining": draining,
     });
     (status, Json(body))
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,

@@ -18,7 +18,7 @@ const REQUEST_ID: &str = "x-request-id";
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
-pub async fn observe(request: Request, next: Next) -> Response {
+pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request
         .headers()
@@ -26,6 +26,8 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .filter(|v| is_sane_request_id(v.as_bytes()))
         .cloned()
         .unwrap_or_else(new_request_id);
+    // Handlers that call other services (the web tier's proxy) pass the same id along.
+    request.headers_mut().insert(REQUEST_ID, request_id.clone());
     let method = request.method().clone();
     let route = request
         .extensions()

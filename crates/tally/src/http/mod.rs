@@ -1,17 +1,18 @@
 //! The HTTP surface: the public router (counters, messages, service info) and the admin router.
 
-mod admin;
+pub mod admin;
 mod counters;
-mod error;
+pub mod error;
 mod messages;
 mod meta;
-mod middleware;
+pub mod middleware;
 
 use std::time::Duration;
 
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+pub use self::admin::AdminState;
 pub use self::counters::validate_id;
 pub use self::error::ApiError;
 
@@ -40,5 +41,9 @@ pub fn public_router(state: AppState) -> Router {
 
 /// The admin listener's routes.
 pub fn admin_router(state: AppState) -> Router {
-    admin::router(state)
+    admin::router(AdminState {
+        health: state.health,
+        metrics: state.metrics,
+        dependency: ("store", state.store.kind().to_owned()),
+    })
 }

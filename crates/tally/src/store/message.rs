@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A message id in Redis Stream form, `<milliseconds>-<sequence>`: unique, ordered by arrival,
 /// assigned by the store. The milliseconds are the store's clock at the time of writing.
@@ -44,7 +44,7 @@ impl FromStr for MessageId {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub id: String,
     pub text: String,

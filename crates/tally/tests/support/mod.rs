@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the support module
 
 pub mod redis;
+pub mod web;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,111 @@
+//! Running a public and an admin listener until a shutdown signal, then draining; shared by
+//! `tally serve` and `tally web`.
+//!
+//! Shutdown order (what a Kubernetes rollout needs): on SIGTERM `/readyz` turns 503 at once;
+//! requests are still served for `delay` while endpoints are removed from load balancers; then
+//! the public listener closes and in-flight requests get `timeout` to finish.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::health::Health;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    pub delay: Duration,
+    pub timeout: Duration,
+}
+
+pub struct Listeners {
+    pub public: (TcpListener, Router),
+    pub admin: (TcpListener, Router),
+}
+
+pub async fn serve_until(
+    listeners: Listeners,
+    health: Health,
+    drain: Drain,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let upkeep = spawn_metrics_upkeep(crate::metrics::handle());
+    let (close_public, public_closed) = watch::channel(false);
+    let (close_admin, admin_closed) = watch::channel(false);
+    let (public, public_app) = listeners.public;
+    let public_task = tokio::spawn(async move {
+        axum::serve(public, public_app)
+            .with_graceful_shutdown(wait_for(public_closed))
+            .await
+    });
+    let (admin, admin_app) = listeners.admin;
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin, admin_app)
+            .with_graceful_shutdown(wait_for(admin_closed))
+            .await
+    });
+
+    shutdown.await;
+    health.start_draining();
+    tracing::info!(delay = ?drain.delay, "shutting down: not ready, still serving during the delay");
+    tokio::time::sleep(drain.delay).await;
+
+    tracing::info!(timeout = ?drain.timeout, "closing the listener; draining in-flight requests");
+    let _ = close_public.send(true);
+    match tokio::time::timeout(drain.timeout, public_task).await {
+        Ok(joined) => joined
+            .context("public server task failed")?
+            .context("public server failed")?,
+        Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown timeout"),
+    }
+    let _ = close_admin.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+    upkeep.abort();
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn wait_for(mut closed: watch::Receiver<bool>) {
+    let _ = closed.wait_for(|c| *c).await;
+}
+
+/// Histograms of the Prometheus recorder need periodic upkeep to bound their memory.
+fn spawn_metrics_upkeep(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            ticker.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}
+
+/// Completes on SIGTERM (Kubernetes, Docker) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received SIGINT"),
+        _ = term => tracing::info!("received SIGTERM"),
+    }
+}

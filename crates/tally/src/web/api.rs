@@ -1,0 +1,159 @@
+//! The web tier's client of the API tier: HTTP only, pooled, every call with a timeout.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::store::Message;
+
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The API could not answer (down, slow, 5xx). The page says so with a 503.
+    #[error("the API is unavailable: {0}")]
+    Unavailable(String),
+    /// The API refused the request (4xx) and said why.
+    #[error("{message}")]
+    Rejected { status: u16, message: String },
+}
+
+#[derive(Deserialize)]
+struct MessagePage {
+    messages: Vec<Message>,
+}
+
+#[derive(Deserialize)]
+struct Count {
+    count: i64,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(1)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Readiness probe: the API's service-info route answers 200.
+    pub async fn ping(&self) -> Result<(), String> {
+        let r = self
+            .http
+            .get(format!("{}/", self.base))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("API answered {}", r.status()))
+        }
+    }
+
+    pub async fn recent_messages(&self, limit: usize) -> Result<Vec<Message>, ApiError> {
+        let page: MessagePage = self
+            .call(
+                self.http
+                    .get(format!("{}/api/v1/messages?limit={limit}", self.base)),
+            )
+            .await?;
+        Ok(page.messages)
+    }
+
+    pub async fn post_message(
+        &self,
+        text: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Message, ApiError> {
+        let mut request = self
+            .http
+            .post(format!("{}/api/v1/messages", self.base))
+            .json(&json!({ "text": text }));
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        self.call(request).await
+    }
+
+    pub async fn increment(&self, id: &str) -> Result<i64, ApiError> {
+        let count: Count = self
+            .call(self.http.get(format!("{}/{}", self.base, encode(id))))
+            .await?;
+        Ok(count.count)
+    }
+
+    pub async fn read_counter(&self, id: &str) -> Result<i64, ApiError> {
+        let url = format!("{}/api/v1/counters/{}", self.base, encode(id));
+        let count: Count = self.call(self.http.get(url)).await?;
+        Ok(count.count)
+    }
+
+    async fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ApiError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ApiError::Unavailable(describe(&e)))?;
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(ApiError::Unavailable(format!("the API answered {status}")));
+        }
+        if !status.is_success() {
+            let message = response
+                .json::<ErrorBody>()
+                .await
+                .map(|b| b.error)
+                .unwrap_or_else(|_| format!("the API answered {status}"));
+            return Err(ApiError::Rejected {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("unreadable answer: {}", describe(&e))))
+    }
+}
+
+/// One path segment, percent-encoded.
+pub fn encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "cannot connect".into()
+    } else {
+        "request failed".into()
+    }
+}

@@ -1,0 +1,146 @@
+//! `tally web`: the front-end tier. One server-rendered page (guestbook and counter demo) with
+//! its assets compiled in, talking to the API tier (`tally serve`) over HTTP only, and proxying
+//! `/api/…` and the counter routes there, so one external address serves the whole app.
+
+mod api;
+mod page;
+mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::config::LogFormat;
+use crate::health::Health;
+use crate::http::admin::{self, AdminState};
+use crate::lifecycle::{serve_until, Drain, Listeners};
+
+pub use self::api::ApiClient;
+
+#[derive(Args, Debug, Clone)]
+pub struct WebArgs {
+    /// Address of the page and proxy listener.
+    #[arg(long, env = "TALLY_LISTEN", default_value = "0.0.0.0:3000")]
+    pub listen: SocketAddr,
+
+    /// Address of the admin listener: /healthz, /readyz (ready when the API answers), /metrics.
+    #[arg(long, env = "TALLY_ADMIN_LISTEN", default_value = "0.0.0.0:3001")]
+    pub admin_listen: SocketAddr,
+
+    /// Base URL of the API tier (`tally serve`). Falls back to API_HOST / API_PORT.
+    /// [default: http://127.0.0.1:8080]
+    #[arg(long, env = "TALLY_API_URL")]
+    pub api_url: Option<String>,
+
+    /// Timeout of each call to the API.
+    #[arg(long, env = "TALLY_REQUEST_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How often readiness probes the API.
+    #[arg(long, env = "TALLY_READINESS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub readiness_interval: Duration,
+
+    /// After SIGTERM: not ready, still serving, this long.
+    #[arg(long, env = "TALLY_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// Then: how long in-flight requests get to finish.
+    #[arg(long, env = "TALLY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format: json (default when stdout is not a terminal) or text.
+    #[arg(long, env = "TALLY_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl WebArgs {
+    /// The API's base URL: the flag or TALLY_API_URL, else the original frontend's
+    /// API_HOST / API_PORT, else the API on this machine.
+    pub fn resolve_api_url(&self, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<String> {
+        let url = match (&self.api_url, env("API_HOST").filter(|h| !h.is_empty())) {
+            (Some(url), _) => url.clone(),
+            (None, Some(host)) => format!(
+                "http://{host}:{}",
+                env("API_PORT").unwrap_or_else(|| "8080".into())
+            ),
+            (None, None) => "http://127.0.0.1:8080".into(),
+        };
+        let parsed = reqwest::Url::parse(&url)
+            .with_context(|| format!("TALLY_API_URL {url:?} is not a URL"))?;
+        anyhow::ensure!(
+            matches!(parsed.scheme(), "http" | "https"),
+            "TALLY_API_URL must be http or https"
+        );
+        Ok(url.trim_end_matches('/').to_owned())
+    }
+}
+
+/// The bound web tier, ready to run.
+pub struct WebServer {
+    public: TcpListener,
+    admin: TcpListener,
+    api: ApiClient,
+    args: WebArgs,
+}
+
+impl WebServer {
+    pub async fn bind(args: WebArgs, api_url: &str) -> anyhow::Result<Self> {
+        let public = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let admin = TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
+        let api = ApiClient::new(api_url, args.request_timeout)?;
+        Ok(Self {
+            public,
+            admin,
+            api,
+            args,
+        })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let health = Health::new("api", "tally_api_up");
+        let probe_api = self.api.clone();
+        let watcher = health.spawn_watch(self.args.readiness_interval, move || {
+            let api = probe_api.clone();
+            async move { api.ping().await }
+        });
+        let admin_state = AdminState {
+            health: health.clone(),
+            metrics: crate::metrics::handle(),
+            dependency: ("api", self.api.base().to_owned()),
+        };
+        let listeners = Listeners {
+            public: (self.public, routes::public_router(self.api.clone())),
+            admin: (self.admin, admin::router(admin_state)),
+        };
+        let drain = Drain {
+            delay: self.args.shutdown_delay,
+            timeout: self.args.shutdown_timeout,
+        };
+        let result = serve_until(listeners, health, drain, shutdown).await;
+        watcher.abort();
+        result
+    }
+}

@@ -1,0 +1,283 @@
+//! The web tier's routes: the page, its two form endpoints, static assets, and a proxy that
+//! sends `/api/…` and the counter routes to the API tier, so one address serves the whole app.
+
+use std::collections::HashMap;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Form, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+
+use super::api::{encode, ApiClient, ApiError};
+use super::page::{render, Page};
+use crate::http::ApiError as JsonError;
+
+const STYLE: &str = include_str!("assets/style.css");
+const SCRIPT: &str = include_str!("assets/app.js");
+const ICON: &str = include_str!("assets/icon.svg");
+const MAX_FORM_BYTES: usize = 16 * 1024;
+/// Headers passed through the proxy, both ways. Hop-by-hop headers are never forwarded.
+const FORWARDED: &[&str] = &[
+    "content-type",
+    "accept",
+    "idempotency-key",
+    "x-request-id",
+    "location",
+    "retry-after",
+    "allow",
+    "idempotent-replayed",
+    "cache-control",
+];
+
+pub fn public_router(api: ApiClient) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/web/messages", post(post_message))
+        .route("/web/counter", post(increment))
+        .route(
+            "/static/style.css",
+            get(|| asset("text/css; charset=utf-8", STYLE)),
+        )
+        .route(
+            "/static/app.js",
+            get(|| asset("text/javascript; charset=utf-8", SCRIPT)),
+        )
+        .route("/static/icon.svg", get(|| asset("image/svg+xml", ICON)))
+        // Browsers ask for it on their own; it must not become a counter named favicon.ico.
+        .route(
+            "/favicon.ico",
+            get(|| async { Redirect::permanent("/static/icon.svg") }),
+        )
+        .route("/api/{*rest}", any(proxy))
+        .route("/{id}", any(proxy))
+        .route("/count/{id}", any(proxy))
+        .fallback(|| async { JsonError::not_found() })
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(axum::middleware::from_fn(security_headers))
+        .layer(axum::middleware::from_fn(crate::http::middleware::observe))
+        .with_state(api)
+}
+
+/// A strict Content-Security-Policy (no inline script or style, nothing from elsewhere) and
+/// the usual hardening headers, on every response.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    let csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+               connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, content_type),
+        (header::CACHE_CONTROL, "public, max-age=300"),
+    ];
+    (headers, body).into_response()
+}
+
+const DEFAULT_COUNTER: &str = "demo";
+
+async fn index(
+    State(api): State<ApiClient>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let counter_id = query
+        .get("counter")
+        .filter(|id| crate::http::validate_id(id).is_ok())
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_COUNTER.to_owned());
+    page(&api, counter_id, Problem::None).await
+}
+
+/// Something the user did that did not work, shown on the page with its status.
+enum Problem {
+    None,
+    /// A post that was refused: the text (to show it back) and why.
+    Post(String, String, StatusCode),
+    /// A counter id that was refused, and why.
+    Counter(String, StatusCode),
+}
+
+/// Renders the page: 503 when any part of it could not be fetched, else the problem's status.
+async fn page(api: &ApiClient, counter_id: String, problem: Problem) -> Response {
+    let (messages, count) = tokio::join!(api.recent_messages(10), api.read_counter(&counter_id));
+    let api_unavailable = [messages.as_ref().err(), count.as_ref().err()]
+        .into_iter()
+        .any(|e| matches!(e, Some(ApiError::Unavailable(_))));
+    let status = match &problem {
+        Problem::Post(_, _, status) | Problem::Counter(_, status) => *status,
+        Problem::None if api_unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Problem::None => StatusCode::OK,
+    };
+    let (draft, counter_problem) = match problem {
+        Problem::None => (None, None),
+        Problem::Post(text, why, _) => (Some((text, why)), None),
+        Problem::Counter(why, _) => (None, Some(why)),
+    };
+    let page = Page {
+        messages: messages.map_err(|e| short(&e)),
+        counter_id,
+        count: Some(count.map_err(|e| short(&e))),
+        draft,
+        counter_problem,
+        api_unavailable,
+    };
+    let mut response = (status, Html(render(&page).into_string())).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// What the page shows about a failure: never internal details.
+fn short(e: &ApiError) -> String {
+    match e {
+        ApiError::Unavailable(_) => "the API is unavailable".to_owned(),
+        ApiError::Rejected { message, .. } => message.clone(),
+    }
+}
+
+/// The form post, without JavaScript: POST, then redirect to the page (POST-redirect-GET).
+async fn post_message(
+    State(api): State<ApiClient>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let text = form.get("text").cloned().unwrap_or_default();
+    let key = form
+        .get("idempotency_key")
+        .filter(|k| !k.is_empty() && k.len() <= 255);
+    match api.post_message(&text, key.map(String::as_str)).await {
+        Ok(_) => Redirect::to("/").into_response(),
+        Err(ApiError::Rejected { status, message }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            page(
+                &api,
+                DEFAULT_COUNTER.to_owned(),
+                Problem::Post(text, message, status),
+            )
+            .await
+        }
+        Err(e @ ApiError::Unavailable(_)) => {
+            tracing::warn!(error = %e, "posting a message failed");
+            let why =
+                "The API is unavailable right now; your message was not posted. Try again shortly.";
+            let problem = Problem::Post(text, why.to_owned(), StatusCode::SERVICE_UNAVAILABLE);
+            page(&api, DEFAULT_COUNTER.to_owned(), problem).await
+        }
+    }
+}
+
+/// The counter button, without JavaScript.
+async fn increment(
+    State(api): State<ApiClient>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let id = form
+        .get("id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    if let Err(why) = crate::http::validate_id(&id) {
+        let problem = Problem::Counter(why, StatusCode::BAD_REQUEST);
+        return page(&api, DEFAULT_COUNTER.to_owned(), problem).await;
+    }
+    match api.increment(&id).await {
+        Ok(_) => Redirect::to(&format!("/?counter={}", encode(&id))).into_response(),
+        Err(ApiError::Rejected { status, message }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            page(&api, id, Problem::Counter(message, status)).await
+        }
+        Err(e @ ApiError::Unavailable(_)) => {
+            tracing::warn!(error = %e, "increment failed");
+            let why = "The API is unavailable right now; the click may not have counted. Try again shortly.";
+            page(
+                &api,
+                id,
+                Problem::Counter(why.to_owned(), StatusCode::SERVICE_UNAVAILABLE),
+            )
+            .await
+        }
+    }
+}
+
+/// Forwards the request to the API tier as it came (method, path, query, body, the headers
+/// that matter) and its answer back. An unreachable API is a JSON 503, as the API itself
+/// would answer when its store is down.
+async fn proxy(
+    State(api): State<ApiClient>,
+    method: Method,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let body = match axum::body::to_bytes(request.into_body(), MAX_FORM_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return JsonError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {MAX_FORM_BYTES} bytes"),
+            )
+            .into_response()
+        }
+    };
+    let mut outgoing = api
+        .http()
+        .request(method, format!("{}{path_and_query}", api.base()));
+    for name in FORWARDED {
+        if let Some(value) = headers.get(*name) {
+            outgoing = outgoing.header(*name, value);
+        }
+    }
+    let upstream = match outgoing.body(body).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "proxy: the API did not answer");
+            return JsonError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the API is unavailable; retry later",
+            )
+            .into_response();
+        }
+    };
+    let status = upstream.status();
+    let mut response_headers = HeaderMap::new();
+    for name in FORWARDED {
+        if let Some(value) = upstream.headers().get(*name) {
+            response_headers.insert(HeaderName::from_static(name), value.clone());
+        }
+    }
+    let body: Bytes = match upstream.bytes().await {
+        Ok(b) => b,
+        Err(_) => {
+            return JsonError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the API answer broke off; retry later",
+            )
+            .into_response()
+        }
+    };
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = response_headers;
+    response
+}
