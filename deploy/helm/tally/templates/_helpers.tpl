@@ -72,6 +72,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: redis
 {{- end -}}
 
+{{- define "tally.web.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tally.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: web
+{{- end -}}
+
 {{- define "tally.test.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "tally.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -96,6 +102,53 @@ app.kubernetes.io/component: test
 {{- default (include "tally.fullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The web tier: <fullname>-web (<= 56 characters; "-web-admin" <= 62). */}}
+{{- define "tally.web.fullname" -}}
+{{- printf "%s-web" (include "tally.fullname" .) -}}
+{{- end -}}
+
+{{- define "tally.web.serviceAccountName" -}}
+{{- if .Values.web.serviceAccount.create -}}
+{{- default (include "tally.web.fullname" .) .Values.web.serviceAccount.name -}}
+{{- else -}}
+{{- required "web.serviceAccount.name is required when web.serviceAccount.create is false" .Values.web.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The app Service's type: service.type, else LoadBalancer, or ClusterIP behind web. */}}
+{{- define "tally.serviceType" -}}
+{{- if .Values.service.type -}}
+{{- .Values.service.type -}}
+{{- else if .Values.web.enabled -}}
+ClusterIP
+{{- else -}}
+LoadBalancer
+{{- end -}}
+{{- end -}}
+
+{{/* The app Service's in-cluster URL. */}}
+{{- define "tally.apiUrl" -}}
+{{- printf "http://%s.%s.svc.%s:%v" (include "tally.fullname" .) .Release.Namespace .Values.clusterDomain .Values.service.port -}}
+{{- end -}}
+
+{{/* True ("true") when the Ingress or HTTPRoute sends web.apiPathPrefix straight to the app. */}}
+{{- define "tally.web.directApi" -}}
+{{- if and .Values.web.enabled .Values.web.apiPathPrefix (or .Values.ingress.enabled .Values.httpRoute.enabled) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+True ("true") when the app's port admits only web (and networkPolicy.ingressControllerFrom): web is
+on and the app's Service is ClusterIP. A user who makes the app's Service public with web on keeps
+its port open to all.
+*/}}
+{{- define "tally.web.apiPrivate" -}}
+{{- if and .Values.web.enabled (eq (include "tally.serviceType" .) "ClusterIP") -}}
+true
 {{- end -}}
 {{- end -}}
 
@@ -219,6 +272,15 @@ podAntiAffinity:
 {{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) -}}
 {{- fail "httpRoute.enabled needs httpRoute.parentRefs (the Gateway to attach to)" -}}
 {{- end -}}
+{{- if .Values.web.enabled -}}
+{{- if and .Values.web.autoscaling.enabled (gt (int .Values.web.autoscaling.minReplicas) (int .Values.web.autoscaling.maxReplicas)) -}}
+{{- fail "web.autoscaling.minReplicas must not exceed web.autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- if and .Values.networkPolicy.enabled (include "tally.web.apiPrivate" .) (include "tally.web.directApi" .) (not .Values.networkPolicy.ingressControllerFrom) -}}
+{{- fail (printf "web.enabled with an Ingress or HTTPRoute sends %s straight to the app, whose NetworkPolicy then admits only the web pods: set networkPolicy.ingressControllerFrom to the ingress controller's pods (e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}]), or web.apiPathPrefix=\"\" to send everything through web" .Values.web.apiPathPrefix) -}}
+{{- end -}}
+{{- include "tally.checkGrace" (dict "prefix" "web." "delay" .Values.web.shutdownDelay "timeout" .Values.web.shutdownTimeout "grace" .Values.web.terminationGracePeriodSeconds) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Seconds of a simple humantime duration (500ms, 5s, 2m, 1h, or sums like 1m30s), as a float. */}}
@@ -236,9 +298,14 @@ podAntiAffinity:
 {{- end -}}
 
 {{- define "tally.validateShutdown" -}}
-{{- $need := addf (include "tally.seconds" .Values.shutdownDelay | float64) (include "tally.seconds" .Values.shutdownTimeout | float64) -}}
-{{- if le (float64 .Values.terminationGracePeriodSeconds) $need -}}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed shutdownDelay + shutdownTimeout (%v s)" .Values.terminationGracePeriodSeconds $need) -}}
+{{- include "tally.checkGrace" (dict "prefix" "" "delay" .Values.shutdownDelay "timeout" .Values.shutdownTimeout "grace" .Values.terminationGracePeriodSeconds) -}}
+{{- end -}}
+
+{{/* The grace period must exceed the shutdown delay + drain. Args: prefix, delay, timeout, grace. */}}
+{{- define "tally.checkGrace" -}}
+{{- $need := addf (include "tally.seconds" .delay | float64) (include "tally.seconds" .timeout | float64) -}}
+{{- if le (float64 .grace) $need -}}
+{{- fail (printf "%sterminationGracePeriodSeconds (%v) must exceed %sshutdownDelay + %sshutdownTimeout (%v s)" .prefix .grace .prefix .prefix $need) -}}
 {{- end -}}
 {{- end -}}
 
