@@ -230,6 +230,21 @@ bad_values() {
 --set web.enabled=true,web.terminationGracePeriodSeconds=10
 --set web.enabled=true,web.autoscaling.minReplicas=7
 --set web.enabled=true,ingress.enabled=true
+--set jobs.enabled=true,jobs.unknownKey=1
+--set jobs.enabled=true,jobs.fibMaxIndex=2000000
+--set jobs.enabled=true,jobs.worker.replicaCount=0
+--set jobs.enabled=true,jobs.worker.reclaimIdle=soon
+--set jobs.enabled=true,jobs.worker.maxAttempts=0
+--set jobs.enabled=true,jobs.worker.antiAffinity=maybe
+--set jobs.enabled=true,postgresql.enabled=false
+--set jobs.enabled=true,externalDatabase.host=db.example
+--set jobs.enabled=true,postgresql.enabled=false,externalDatabase.host=postgres://db.example
+--set jobs.enabled=true,postgresql.enabled=false,externalDatabase.host=db.example,externalDatabase.port=70000
+--set jobs.enabled=true,postgresql.auth.username=bad-name
+--set jobs.enabled=true,postgresql.persistence.size=lots
+--set jobs.enabled=true,postgresql.image.pullPolicy=Sometimes
+--set jobs.enabled=true,jobs.keda.enabled=true,jobs.keda.metric=streamLength
+--set jobs.enabled=true,jobs.keda.enabled=true,jobs.keda.minReplicaCount=5,jobs.keda.maxReplicaCount=2
 EOF
   return "$rc"
 }

@@ -78,6 +78,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: web
 {{- end -}}
 
+{{- define "tally.worker.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tally.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: worker
+{{- end -}}
+
+{{- define "tally.postgresql.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tally.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: postgresql
+{{- end -}}
+
 {{- define "tally.test.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "tally.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -116,6 +128,27 @@ app.kubernetes.io/component: test
 {{- else -}}
 {{- required "web.serviceAccount.name is required when web.serviceAccount.create is false" .Values.web.serviceAccount.name -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The jobs tier's worker: <fullname>-worker (<= 57 characters; "-worker-admin" <= 63). */}}
+{{- define "tally.worker.fullname" -}}
+{{- printf "%s-worker" (include "tally.fullname" . | trunc 50 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "tally.worker.serviceAccountName" -}}
+{{- if .Values.jobs.worker.serviceAccount.create -}}
+{{- default (include "tally.worker.fullname" .) .Values.jobs.worker.serviceAccount.name -}}
+{{- else -}}
+{{- required "jobs.worker.serviceAccount.name is required when jobs.worker.serviceAccount.create is false" .Values.jobs.worker.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The chart's Postgres: <= 51 characters, so the StatefulSet's controller-revision-hash label and
+"-auth" stay valid.
+*/}}
+{{- define "tally.postgresql.fullname" -}}
+{{- printf "%s-postgresql" (include "tally.fullname" . | trunc 40 | trimSuffix "-") -}}
 {{- end -}}
 
 {{/* The app Service's type: service.type, else LoadBalancer, or ClusterIP behind web. */}}
@@ -212,6 +245,150 @@ the cluster (constant under `helm template`).
 {{- join "," $hosts -}}
 {{- end -}}
 
+{{/*
+The Redis client settings of tally's Redis users (the app and the worker): environment, volume
+mount and volume. The password files come from the chart's Redis Secret or externalRedis's.
+*/}}
+{{- define "tally.redisClient.env" -}}
+{{- if .Values.redis.enabled -}}
+- name: TALLY_REDIS_SENTINELS
+  value: {{ include "tally.redis.sentinels" . | quote }}
+- name: TALLY_REDIS_MASTER_NAME
+  value: {{ .Values.redis.masterName | quote }}
+- name: TALLY_REDIS_PASSWORD_FILE
+  value: /etc/tally/redis/password
+- name: TALLY_SENTINEL_PASSWORD_FILE
+  value: /etc/tally/redis/password
+{{- else -}}
+{{- if .Values.externalRedis.sentinels -}}
+- name: TALLY_REDIS_SENTINELS
+  value: {{ join "," .Values.externalRedis.sentinels | quote }}
+- name: TALLY_REDIS_MASTER_NAME
+  value: {{ .Values.externalRedis.masterName | quote }}
+{{- else -}}
+- name: TALLY_REDIS_URL
+  value: {{ .Values.externalRedis.url | quote }}
+{{- end }}
+{{- with .Values.externalRedis.username }}
+- name: TALLY_REDIS_USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.externalRedis.existingSecret }}
+- name: TALLY_REDIS_PASSWORD_FILE
+  value: /etc/tally/redis/password
+{{- if .Values.externalRedis.existingSecretSentinelPasswordKey }}
+- name: TALLY_SENTINEL_PASSWORD_FILE
+  value: /etc/tally/redis/sentinel-password
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if or .Values.redis.enabled .Values.externalRedis.sentinels }}
+- name: TALLY_DURABILITY
+  value: {{ .Values.durability | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "tally.redisClient.volumeMount" -}}
+{{- if or .Values.redis.enabled .Values.externalRedis.existingSecret -}}
+- name: redis-auth
+  mountPath: /etc/tally/redis
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{- define "tally.redisClient.volume" -}}
+{{- if .Values.redis.enabled -}}
+- name: redis-auth
+  secret:
+    secretName: {{ include "tally.redis.secretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "tally.redis.secretKey" . }}
+        path: password
+{{- else if .Values.externalRedis.existingSecret -}}
+- name: redis-auth
+  secret:
+    secretName: {{ .Values.externalRedis.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.externalRedis.existingSecretPasswordKey }}
+        path: password
+      {{- with .Values.externalRedis.existingSecretSentinelPasswordKey }}
+      - key: {{ . }}
+        path: sentinel-password
+      {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* Postgres (the jobs tier) -------------------------------------------------------------- */}}
+
+{{/* The Secret and key holding the database password; empty name: no password. */}}
+{{- define "tally.database.secretName" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- default (printf "%s-auth" (include "tally.postgresql.fullname" .)) .Values.postgresql.auth.existingSecret -}}
+{{- else -}}
+{{- .Values.externalDatabase.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tally.database.secretKey" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- .Values.postgresql.auth.existingSecretPasswordKey -}}
+{{- else -}}
+{{- .Values.externalDatabase.existingSecretPasswordKey -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The base64 password of the chart-made Postgres Secret: the one in the cluster on upgrades
+(`lookup`), else a new random one; cached per render like the Redis password.
+*/}}
+{{- define "tally.postgresql.passwordB64" -}}
+{{- $cache := .Values.postgresql.auth -}}
+{{- if not (hasKey $cache "__password") -}}
+{{- $key := .Values.postgresql.auth.existingSecretPasswordKey -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "tally.database.secretName" .) -}}
+{{- $pw := "" -}}
+{{- if and $existing (hasKey $existing "data") (hasKey (default dict $existing.data) $key) -}}
+{{- $pw = index $existing.data $key -}}
+{{- else -}}
+{{- $pw = randAlphaNum 32 | b64enc -}}
+{{- end -}}
+{{- $_ := set $cache "__password" $pw -}}
+{{- end -}}
+{{- get $cache "__password" -}}
+{{- end -}}
+
+{{/*
+A checksum of the database credentials for the API pods' annotations, so that a new password
+rolls them (computed like tally.redis.authChecksum).
+*/}}
+{{- define "tally.database.authChecksum" -}}
+{{- if and .Values.postgresql.enabled (not .Values.postgresql.auth.existingSecret) -}}
+{{- include "tally.postgresql.passwordB64" . | sha256sum -}}
+{{- else -}}
+{{- $name := include "tally.database.secretName" . -}}
+{{- if $name -}}
+{{- $s := lookup "v1" "Secret" .Release.Namespace $name -}}
+{{- printf "%s/%v" $name (dig "metadata" "resourceVersion" "" (default dict $s)) | sha256sum -}}
+{{- else -}}
+{{- "none" | sha256sum -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* TALLY_DATABASE_URL: postgres://USER@HOST:PORT/DATABASE, never with the password. */}}
+{{- define "tally.database.url" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- $host := printf "%s.%s.svc.%s" (include "tally.postgresql.fullname" .) .Release.Namespace .Values.clusterDomain -}}
+{{- printf "postgres://%s@%s:%d/%s" (urlquery .Values.postgresql.auth.username) $host (int .Values.postgresql.port) (urlquery .Values.postgresql.auth.database) -}}
+{{- else -}}
+{{- $d := .Values.externalDatabase -}}
+{{- $host := ternary (printf "[%s]" $d.host) $d.host (contains ":" $d.host) -}}
+{{- printf "postgres://%s@%s:%d/%s" (urlquery $d.user) $host (int $d.port) (urlquery $d.database) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Scheduling ---------------------------------------------------------------------------- */}}
 
 {{/* affinity: the user's, else pod anti-affinity by hostname (soft or hard). Args: ctx, mode, labels. */}}
@@ -280,6 +457,18 @@ podAntiAffinity:
 {{- fail (printf "web.enabled with an Ingress or HTTPRoute sends %s straight to the app, whose NetworkPolicy then admits only the web pods: set networkPolicy.ingressControllerFrom to the ingress controller's pods (e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}]), or web.apiPathPrefix=\"\" to send everything through web" .Values.web.apiPathPrefix) -}}
 {{- end -}}
 {{- include "tally.checkGrace" (dict "prefix" "web." "delay" .Values.web.shutdownDelay "timeout" .Values.web.shutdownTimeout "grace" .Values.web.terminationGracePeriodSeconds) -}}
+{{- end -}}
+{{- if .Values.jobs.enabled -}}
+{{- if and .Values.postgresql.enabled .Values.externalDatabase.host -}}
+{{- fail "externalDatabase.host is set but postgresql.enabled is true: set postgresql.enabled=false to use the external database" -}}
+{{- end -}}
+{{- if and (not .Values.postgresql.enabled) (not .Values.externalDatabase.host) -}}
+{{- fail "jobs.enabled with postgresql.enabled=false: set externalDatabase.host (and externalDatabase.existingSecret)" -}}
+{{- end -}}
+{{- $keda := .Values.jobs.keda -}}
+{{- if and $keda.enabled (gt (int $keda.minReplicaCount) (int $keda.maxReplicaCount)) -}}
+{{- fail "jobs.keda.minReplicaCount must not exceed jobs.keda.maxReplicaCount" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
