@@ -1,0 +1,538 @@
+#!/usr/bin/env bash
+# The HA fault harness: brings up deploy/compose/compose.yaml (three Redis + Sentinel "pods" that
+# run the chart's files/, two tally in Sentinel mode with replicated durability, HAProxy), and for
+# each scenario runs `tally check --json` from the host against HAProxy on 127.0.0.1 while it
+# injects the fault. Every scenario must end with lost = 0, duplicated = 0, over-count = 0;
+# scenarios 1-5 must have writes back within 10 s of the fault, 6-8 zero failed requests.
+#
+#   deploy/compose/harness.sh                    all scenarios
+#   deploy/compose/harness.sh 3 5                only those
+#   deploy/compose/harness.sh --update-docs      all, then rewrite the results table in docs/ha.md
+#
+# Needs root (or sudo) for dockerd, which it installs (Debian's docker.io, docker-compose) and
+# starts itself (scripts/docker.sh), along with the local stand-in images and the tally image.
+# Without root it prints SKIP and exits 0; with CI=true, being unable to run is a failure.
+# Everything it creates (containers, the network on TALLY_SUBNET, volumes, the tally image, the
+# dockerd it started) is removed on exit, also on failure; per-scenario reports and, on failure,
+# container logs stay in target/ha-harness/.
+#
+#   TALLY_SUBNET      the stack's network            default: 172.31.213.0/24
+#   TALLY_HA_PORT     HAProxy on 127.0.0.1           default: 18080 (stats: +324)
+#   TALLY_HA_RATE     requests per second            default: 300
+#   TALLY_HA_KEEP=1   leave the stack (and dockerd) running at the end, for a look around
+#   TALLY_BIN         the host `tally` for `tally check` (default: the one in the built image)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=scripts/docker.sh
+. "$ROOT/scripts/docker.sh"
+
+UPDATE_DOCS=0
+SCENARIOS=()
+for arg in "$@"; do
+  case "$arg" in
+    --update-docs) UPDATE_DOCS=1 ;;
+    [1-8]) SCENARIOS+=("$arg") ;;
+    -h | --help)
+      sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(1 2 3 4 5 6 7 8)
+
+skip_or_fail() {
+  if [ "${CI:-}" = true ]; then
+    echo "FAIL: HA harness cannot run under CI=true: $*"
+    exit 1
+  fi
+  echo "SKIP: HA harness: $*"
+  exit 0
+}
+if [ "$(id -u)" -ne 0 ] && ! sudo -n true 2>/dev/null; then
+  skip_or_fail "needs root (or password-less sudo) to run dockerd"
+fi
+if ! command -v apt-get >/dev/null 2>&1 && [ ! -x /usr/sbin/dockerd ]; then
+  skip_or_fail "no Docker and no apt-get to install Debian's docker.io"
+fi
+
+export TALLY_SUBNET=${TALLY_SUBNET:-172.31.213.0/24}
+export TALLY_PORT=${TALLY_HA_PORT:-18080}
+export TALLY_LB_STATS_PORT=$((TALLY_PORT + 324))
+RATE=${TALLY_HA_RATE:-300}
+PROJECT=tallyha
+NET=${PROJECT}_tally
+LB=http://127.0.0.1:$TALLY_PORT
+STATS=http://127.0.0.1:$TALLY_LB_STATS_PORT
+COMPOSE_FILE=$ROOT/deploy/compose/compose.yaml
+ART=$ROOT/target/ha-harness
+WORK=$(mktemp -d /tmp/tally-ha.XXXXXX)
+chmod 755 "$WORK"
+mkdir -p "$ART"
+rm -f "$ART"/*.json "$ART"/*.log "$ART"/*.err
+
+log() { printf '[harness %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+compose() {
+  if [ -x /usr/bin/docker-compose ] || command -v docker-compose >/dev/null 2>&1; then
+    docker-compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"
+  else
+    "$DOCKER" compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"
+  fi
+}
+d() { "$DOCKER" "$@"; }
+
+STARTED_STACK=0
+cleanup() {
+  local rc=$?
+  set +e
+  if [ "${TALLY_HA_KEEP:-0}" = 1 ]; then
+    log "TALLY_HA_KEEP=1: leaving the stack up (DOCKER_HOST=$DOCKER_HOST, compose -p $PROJECT)"
+    return
+  fi
+  if [ "$STARTED_STACK" = 1 ]; then
+    if [ "$rc" -ne 0 ] || [ "${FAILED:-0}" -gt 0 ]; then save_logs; fi
+    # A paused container cannot be removed: unpause whatever a failed scenario left paused.
+    d ps -q --filter "label=com.docker.compose.project=$PROJECT" --filter status=paused | xargs -r "$DOCKER" unpause >/dev/null 2>&1
+    compose down -v --remove-orphans -t 5 >/dev/null 2>&1
+    d network rm "$NET" >/dev/null 2>&1
+    d rmi "$TALLY_IMAGE" >/dev/null 2>&1
+  fi
+  if [ "$DOCKERD_STARTED" = 1 ]; then docker_down; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+save_logs() {
+  local s
+  for s in redis-0 sentinel-0 redis-1 sentinel-1 redis-2 sentinel-2 tally-1 tally-2 lb; do
+    d logs --timestamps "$(cid "$s")" >"$ART/$s.log" 2>&1
+  done
+  log "container logs saved in $ART"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Set up: dockerd, images, the host's tally, the stack.
+T_START=$SECONDS
+docker_up
+need_packages jq:jq curl:curl nsenter:util-linux iptables:iptables
+build_standins
+image_env
+export TALLY_IMAGE=${TALLY_IMAGE_HA:-tally:ha-harness}
+build_tally
+
+if [ -z "${TALLY_BIN:-}" ]; then
+  c=$(d create "$TALLY_IMAGE")
+  d cp "$c:/usr/local/bin/tally" "$WORK/tally" >/dev/null
+  d rm "$c" >/dev/null
+  TALLY_BIN=$WORK/tally
+fi
+"$TALLY_BIN" --version >/dev/null
+
+# A fresh password for this run, readable by the containers' user.
+head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$WORK/redis-password"
+chmod 644 "$WORK/redis-password"
+export TALLY_REDIS_PASSWORD_FILE=$WORK/redis-password
+
+# Leftovers of an interrupted run.
+compose down -v --remove-orphans -t 1 >/dev/null 2>&1 || true
+STARTED_STACK=1
+log "starting the stack (project $PROJECT, subnet $TALLY_SUBNET, HAProxy on $LB)"
+compose up -d --no-build >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; exit 1; }
+note_network "$NET"
+
+declare -A CID
+cid() {
+  if [ -z "${CID[$1]:-}" ]; then CID[$1]=$(compose ps -q "$1"); fi
+  echo "${CID[$1]}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Looking at the system.
+
+# rcli N ARGS...: redis-cli against redis-N, inside its container (the password from the secret)
+# shellcheck disable=SC2016 # $(cat ...) and "$@" expand in the container's shell
+rcli() {
+  local n=$1
+  shift
+  timeout 5 "$DOCKER" exec "$(cid "redis-$n")" sh -c \
+    'REDISCLI_AUTH=$(cat /run/secrets/redis-password) exec redis-cli -p 6379 "$@"' sh "$@" 2>/dev/null | tr -d '\r'
+}
+# shellcheck disable=SC2016 # as rcli
+scli() {
+  local n=$1
+  shift
+  timeout 5 "$DOCKER" exec "$(cid "sentinel-$n")" sh -c \
+    'REDISCLI_AUTH=$(cat /run/secrets/redis-password) exec redis-cli -p 26379 "$@"' sh "$@" 2>/dev/null | tr -d '\r'
+}
+running() { [ "$(d inspect -f '{{.State.Status}}' "$(cid "$1")" 2>/dev/null)" = running ]; }
+ordinal_of() { sed -n 's/^tally-redis-\([0-9]\).*/\1/p'; }
+
+# master_index: the node the majority of the sentinels name (only answering sentinels count)
+master_index() {
+  local n
+  for n in 0 1 2; do
+    running "sentinel-$n" || continue
+    scli "$n" SENTINEL get-master-addr-by-name mymaster | head -n 1 | ordinal_of
+  done | sort | uniq -c | sort -rn | awk '$1 >= 2 { print $2; exit }'
+}
+role_of() { rcli "$1" ROLE | head -n 1; }
+info_field() { rcli "$1" INFO "$2" | sed -n "s/^$3://p"; }
+lb_status() { curl -s --max-time 2 "$STATS/;csv" | awk -F, -v s="$1" '$1 == "tally" && $2 == s { print $18 }'; }
+ip_of() { d inspect -f "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}" "$(cid "$1")"; }
+
+# healthy: all nine Redis containers running; the three sentinels name the same master, see it
+# up (flags=master) with 2 replicas and 2 other sentinels; that master has both replicas online;
+# both tally servers UP in HAProxy. (Few docker calls per pass: they are slow on a busy machine.)
+healthy() {
+  local up n out m="" name flags slaves others r s
+  up=$(d ps --filter "label=com.docker.compose.project=$PROJECT" --filter status=running \
+    --format '{{.Label "com.docker.compose.service"}}')
+  for n in redis-0 sentinel-0 redis-1 sentinel-1 redis-2 sentinel-2 redis-0-pod redis-1-pod redis-2-pod; do
+    grep -qx "$n" <<<"$up" || { WHY="$n not running"; return 1; }
+  done
+  for n in 0 1 2; do
+    out=$(scli "$n" SENTINEL master mymaster | paste - -)
+    name=$(awk -F'\t' '$1 == "ip" { print $2 }' <<<"$out" | ordinal_of)
+    flags=$(awk -F'\t' '$1 == "flags" { print $2 }' <<<"$out")
+    slaves=$(awk -F'\t' '$1 == "num-slaves" { print $2 }' <<<"$out")
+    others=$(awk -F'\t' '$1 == "num-other-sentinels" { print $2 }' <<<"$out")
+    if [ -z "$name" ] || { [ -n "$m" ] && [ "$name" != "$m" ]; }; then
+      WHY="sentinel-$n names '$name', another names '$m'"
+      return 1
+    fi
+    m=$name
+    if [ "$flags" != master ] || [ "$slaves" != 2 ] || [ "$others" != 2 ]; then
+      WHY="sentinel-$n: flags=$flags num-slaves=$slaves num-other-sentinels=$others"
+      return 1
+    fi
+  done
+  out=$(rcli "$m" INFO replication)
+  grep -q '^role:master' <<<"$out" || { WHY="redis-$m is not master"; return 1; }
+  r=$(grep -c 'state=online' <<<"$out" || true)
+  [ "$r" = 2 ] || { WHY="master redis-$m has $r online replicas"; return 1; }
+  out=$(curl -s --max-time 2 "$STATS/;csv")
+  for s in tally-1 tally-2; do
+    r=$(awk -F, -v s="$s" '$1 == "tally" && $2 == s { print $18 }' <<<"$out")
+    [ "$r" = UP ] || { WHY="$s is '$r' in HAProxy"; return 1; }
+  done
+  WHY=""
+}
+wait_healthy() { # wait_healthy SECONDS
+  local deadline=$((SECONDS + $1))
+  until healthy; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "not healthy after $1s: $WHY"
+      return 1
+    fi
+    sleep 1
+  done
+}
+# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND once a second
+wait_until() {
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then log "timed out ($1s) waiting for: $what"; return 1; fi
+    sleep 1
+  done
+}
+lb_up() { [ "$(lb_status "$1")" = UP ]; }
+# pod_ready N: the chart's readiness probes of both containers of pod N pass
+pod_ready() {
+  d exec "$(cid "redis-$1")" sh /opt/tally-redis/probe.sh redis-ready >/dev/null 2>&1 \
+    && d exec "$(cid "sentinel-$1")" sh /opt/tally-redis/probe.sh sentinel-ready >/dev/null 2>&1
+}
+is_replica_in_sync() { [ "$(role_of "$1")" = slave ] && [ "$(info_field "$1" replication master_link_status)" = up ]; }
+
+# ---------------------------------------------------------------------------------------------
+# Load and timing. The check starts at T0; faults are placed at offsets from it.
+now() { echo "$EPOCHREALTIME"; }
+since_t0() { awk -v a="$(now)" -v b="$T0" 'BEGIN { printf "%.2f", a - b }'; }
+at() { # at SECONDS: sleeps until T0 + SECONDS
+  local left
+  left=$(awk -v a="$(now)" -v b="$T0" -v t="$1" 'BEGIN { l = b + t - a; printf "%.3f", (l > 0 ? l : 0) }')
+  sleep "$left"
+}
+EVENTS=()
+event() { # event DESCRIPTION: notes the time a fault action took effect (call it right after)
+  local t
+  t=$(since_t0)
+  EVENTS+=("$t")
+  log "  t=${t}s $*"
+}
+
+start_check() { # start_check NAME DURATION
+  CHECK_OUT=$ART/$1.json
+  EVENTS=()
+  T0=$(now)
+  "$TALLY_BIN" check --target "$LB" --ids 20 --concurrency 16 --rate "$RATE" --duration "$2s" \
+    --timeout 3s --settle-timeout 30s --json >"$CHECK_OUT" 2>"$ART/$1.err" &
+  CHECK_PID=$!
+}
+
+FAILED=0
+PASSED=0
+ROWS=()
+# finish_check NUM TITLE KIND EXTRA: waits for the check, judges it, adds a table row.
+#   KIND recover: writes back within 10 s of the fault; KIND nofail: zero failed requests
+finish_check() {
+  local num=$1 title=$2 kind=$3 extra=${4:-} rc=0
+  wait "$CHECK_PID" || rc=$?
+  if ! jq -e . "$CHECK_OUT" >/dev/null 2>&1; then
+    log "scenario $num: tally check gave no report (exit $rc): $(tail -n 5 "$ART/s$num.err" 2>/dev/null)"
+    ROWS+=("| $num. $title | - | - | - | - | - | - | - | - | **FAIL** (no report) |")
+    FAILED=$((FAILED + 1))
+    return 0
+  fi
+  local requests ok failed avail gap gap_s lost dup over recovery verdict=PASS why=()
+  read -r requests ok avail gap gap_s lost dup over < <(jq -r \
+    '[.requests, .ok, .availability_pct, .longest_gap_ms, .longest_gap_start_s, .lost, .duplicated, .over_count] | @tsv' "$CHECK_OUT")
+  failed=$((requests - ok))
+  # Recovery: from the last fault action that came before the longest gap began (0.5 s slack)
+  # to the end of that gap, i.e. to the first acknowledged increment after it.
+  recovery=$(printf '%s\n' "${EVENTS[@]}" | awk -v s="$gap_s" -v g="$gap" '
+    { if (NR == 1 || $1 <= s + 0.5) e = $1 }
+    END { r = s + g / 1000 - e; printf "%.1f", (r > 0 ? r : 0) }')
+  [ "$lost" = 0 ] || why+=("lost $lost")
+  [ "$dup" = 0 ] || why+=("duplicated $dup")
+  [ "$over" = 0 ] || why+=("over-count $over")
+  [ "$requests" -gt 0 ] || why+=("no requests")
+  if [ "$kind" = recover ]; then
+    awk -v r="$recovery" 'BEGIN { exit !(r <= 10) }' || why+=("recovery ${recovery}s > 10s")
+  else
+    [ "$failed" = 0 ] || why+=("$failed failed requests")
+  fi
+  [ -z "$extra" ] || why+=("$extra")
+  if [ ${#why[@]} -gt 0 ]; then
+    local joined
+    joined=$(printf '%s, ' "${why[@]}")
+    verdict="**FAIL**: ${joined%, }"
+    FAILED=$((FAILED + 1))
+    log "scenario $num FAILED: ${why[*]}"
+  else
+    PASSED=$((PASSED + 1))
+  fi
+  local rec_col=${recovery}s
+  [ "$kind" = recover ] || rec_col="- (${failed} failed)"
+  ROWS+=("$(printf '| %s. %s | %s | %s | %.2f %% | %.1f s | %s | %s | %s | %s | %s |' \
+    "$num" "$title" "$requests" "$failed" "$avail" "$(awk -v g="$gap" 'BEGIN { print g / 1000 }')" \
+    "$rec_col" "$lost" "$dup" "$over" "$verdict")")
+  log "scenario $num: requests $requests, failed $failed, availability ${avail}%, longest gap ${gap}ms at ${gap_s}s, recovery ${recovery}s, lost $lost, duplicated $dup, over-count $over: $verdict"
+}
+
+# pod_ctl ACTION N: docker ACTION on the three containers of pod N (holder last on stop/kill)
+pod_ctl() {
+  case "$1" in
+    start | unpause) d "$1" "$(cid "redis-$2-pod")" "$(cid "redis-$2")" "$(cid "sentinel-$2")" >/dev/null ;;
+    *) d "$@" "$(cid "redis-$2")" "$(cid "sentinel-$2")" "$(cid "redis-$2-pod")" >/dev/null ;;
+  esac
+}
+# This is `pod_ctl` with extra docker arguments before the containers (e.g. stop -t 60).
+pod_do() {
+  local n=$1
+  shift
+  d "$@" "$(cid "redis-$n")" "$(cid "sentinel-$n")" "$(cid "redis-$n-pod")" >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# The scenarios.
+
+s1() {
+  local m
+  m=$(master_index)
+  start_check s1 32
+  at 5
+  d kill -s KILL "$(cid "redis-$m")" >/dev/null
+  event "SIGKILLed redis-$m (the master)"
+  at 25
+  d start "$(cid "redis-$m")" >/dev/null
+  event "started redis-$m again"
+  local extra=""
+  wait_until 40 "redis-$m rejoins as a replica" is_replica_in_sync "$m" || extra="redis-$m did not rejoin as a replica"
+  finish_check 1 "SIGKILL the master's redis, restart after 20 s" recover "$extra"
+}
+
+s2() {
+  local m
+  m=$(master_index)
+  start_check s2 30
+  at 5
+  pod_do "$m" pause
+  event "paused pod $m (the master: redis, sentinel, holder)"
+  at 20
+  pod_ctl unpause "$m"
+  event "unpaused pod $m"
+  local extra=""
+  wait_until 40 "redis-$m becomes a replica" is_replica_in_sync "$m" || extra="redis-$m did not become a replica"
+  finish_check 2 "Pause the master pod 15 s" recover "$extra"
+}
+
+partition() { # partition N on|off: cut pod N from the two other pods (tally and HAProxy still reach it)
+  local n=$1 op=-I pid o ip
+  [ "$2" = on ] || op=-D
+  pid=$(d inspect -f '{{.State.Pid}}' "$(cid "redis-$n-pod")")
+  for o in 0 1 2; do
+    [ "$o" = "$n" ] && continue
+    ip=$(ip_of "redis-$o-pod")
+    as_root nsenter -t "$pid" -n iptables "$op" INPUT -s "$ip" -j DROP
+    as_root nsenter -t "$pid" -n iptables "$op" OUTPUT -d "$ip" -j DROP
+  done
+}
+
+s3() {
+  local m
+  m=$(master_index)
+  start_check s3 34
+  at 5
+  partition "$m" on
+  event "cut pod $m (the master, its sentinel included) from the other two pods"
+  at 25
+  partition "$m" off
+  event "healed the partition"
+  local extra=""
+  wait_until 40 "redis-$m becomes a replica" is_replica_in_sync "$m" || extra="redis-$m did not become a replica"
+  finish_check 3 "Partition the master pod from the others 20 s" recover "$extra"
+}
+
+s4() {
+  local m s
+  m=$(master_index)
+  s=$(((m + 1) % 3))
+  start_check s4 32
+  at 5
+  d kill -s KILL "$(cid "redis-$m")" "$(cid "sentinel-$s")" >/dev/null
+  event "SIGKILLed redis-$m (the master) and sentinel-$s"
+  at 25
+  d start "$(cid "redis-$m")" "$(cid "sentinel-$s")" >/dev/null
+  event "started redis-$m and sentinel-$s again"
+  local extra=""
+  wait_until 40 "redis-$m rejoins as a replica" is_replica_in_sync "$m" || extra="redis-$m did not rejoin as a replica"
+  finish_check 4 "SIGKILL the master and another sentinel together" recover "$extra"
+}
+
+s5() {
+  local m old new last aliases
+  m=$(master_index)
+  old=$(ip_of "redis-$m-pod")
+  last=${old##*.}
+  new=${old%.*}.$((last >= 200 ? last - 100 : 200 + m))
+  start_check s5 40
+  at 5
+  # The pod's containers die; its holder keeps the old address until the "new pod" replaces it,
+  # as a terminating pod keeps its DNS record (publishNotReadyAddresses) until it is gone.
+  d kill -s KILL "$(cid "redis-$m")" "$(cid "sentinel-$m")" >/dev/null
+  event "SIGKILLed redis-$m (the master) and sentinel-$m: pod $m is down"
+  at 20
+  aliases=(--alias "tally-redis-$m" --alias "tally-redis-$m.tally-redis-headless")
+  d kill -s KILL "$(cid "redis-$m-pod")" >/dev/null
+  d network disconnect -f "$NET" "$(cid "redis-$m-pod")"
+  d network connect --ip "$new" "${aliases[@]}" "$NET" "$(cid "redis-$m-pod")"
+  pod_ctl start "$m"
+  event "started pod $m again with a new address $new (was $old)"
+  local extra=""
+  [ "$(ip_of "redis-$m-pod")" = "$new" ] || extra="pod $m did not get $new"
+  wait_until 40 "redis-$m rejoins as a replica" is_replica_in_sync "$m" || extra="redis-$m did not rejoin as a replica"
+  finish_check 5 "Restart the master pod with a new IP, same name" recover "$extra"
+}
+
+s6() {
+  local m r
+  m=$(master_index)
+  r=$(((m + 1) % 3))
+  start_check s6 20
+  at 5
+  event "restart redis-$r (a replica): SIGTERM, start"
+  d exec "$(cid "redis-$r")" sh /opt/tally-redis/prestop-redis.sh >/dev/null 2>&1 || true
+  d restart -t 60 "$(cid "redis-$r")" >/dev/null
+  local extra=""
+  wait_until 40 "redis-$r back in sync" is_replica_in_sync "$r" || extra="redis-$r did not come back in sync"
+  finish_check 6 "Restart one replica under load" nofail "$extra"
+}
+
+s7() {
+  start_check s7 40
+  at 3
+  local t extra=""
+  for t in tally-1 tally-2; do
+    event "SIGTERM $t, wait for it to exit, start it"
+    d stop -t 30 "$(cid "$t")" >/dev/null
+    d start "$(cid "$t")" >/dev/null
+    wait_until 30 "$t UP in HAProxy" lb_up "$t" || extra="$t did not come back UP"
+    event "$t UP in HAProxy"
+  done
+  finish_check 7 "Rolling restart of both tally containers" nofail "$extra"
+}
+
+s8() {
+  local m n order=() extra=""
+  m=$(master_index)
+  for n in 2 1 0; do [ "$n" = "$m" ] || order+=("$n"); done
+  order+=("$m")
+  start_check s8 75
+  at 3
+  for n in "${order[@]}"; do
+    event "restart pod $n$([ "$n" = "$m" ] && echo ' (the master, last)'): preStop hook, SIGTERM, start"
+    d exec "$(cid "redis-$n")" sh /opt/tally-redis/prestop-redis.sh >>"$ART/s8-prestop.log" 2>&1 || true
+    pod_do "$n" stop -t 60
+    event "pod $n stopped"
+    pod_ctl start "$n"
+    # As the StatefulSet controller: the next pod only when this one is ready.
+    wait_until 60 "pod $n ready" pod_ready "$n" || extra="pod $n not ready"
+    event "pod $n ready"
+  done
+  local left
+  left=$(awk -v a="$(since_t0)" 'BEGIN { print (a < 75 ? "ok" : "late") }')
+  [ "$left" = ok ] || extra="${extra:+$extra, }the restarts outlasted the 75 s load"
+  finish_check 8 "Rolling restart of the 3 Redis pods, master last, via preStop" nofail "$extra"
+}
+
+# ---------------------------------------------------------------------------------------------
+log "waiting for the stack to be healthy"
+wait_healthy 120 || { FAILED=1; exit 1; }
+log "stack healthy after $((SECONDS - T_START))s (master: redis-$(master_index))"
+T_SCEN=$SECONDS
+
+for s in "${SCENARIOS[@]}"; do
+  log "scenario $s"
+  "s$s"
+  if ! wait_healthy 90; then
+    log "the system did not return to health after scenario $s: stopping here"
+    FAILED=$((FAILED + 1))
+    break
+  fi
+done
+
+TOTAL=$((SECONDS - T_START))
+TABLE=$(
+  echo "| Scenario | Requests | Failed | Availability | Longest gap | Recovery | Lost | Duplicated | Over-count | Result |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+  printf '%s\n' "${ROWS[@]}"
+)
+echo
+echo "$TABLE"
+echo
+log "scenarios took $((SECONDS - T_SCEN))s, the whole run ${TOTAL}s"
+
+if [ "$UPDATE_DOCS" = 1 ]; then
+  DOC=$ROOT/docs/ha.md
+  {
+    echo "Run of $(date -u +%Y-%m-%d) on $(nproc) cores: \`deploy/compose/harness.sh --update-docs\`," \
+      "tally $("$TALLY_BIN" --version | awk '{ print $2 }'), images $([ "$TALLY_IMAGES" = local ] && echo "from local stand-ins (Debian 12: redis $(d run --rm "$REDIS_IMAGE" redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p'), HAProxy $(d run --rm "$HAPROXY_IMAGE" haproxy -v | sed -n '1s/HAProxy version \([0-9.]*\).*/\1/p'))" || echo "official"),"
+    echo "${RATE} requests/s from 16 connections over 20 ids; the whole run took ${TOTAL}s" \
+      "(scenarios $((SECONDS - T_SCEN))s)."
+    echo
+    echo "$TABLE"
+  } >"$WORK/table.md"
+  awk -v f="$WORK/table.md" '
+    /<!-- ha-results:begin -->/ { print; while ((getline l < f) > 0) print l; skip = 1; next }
+    /<!-- ha-results:end -->/ { skip = 0 }
+    !skip { print }' "$DOC" >"$WORK/ha.md"
+  cat "$WORK/ha.md" >"$DOC"
+  log "results table written to docs/ha.md"
+fi
+
+echo "ha-harness: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
