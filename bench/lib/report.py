@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Turns bench/run's raw measurements (one JSON object per line) into results.md/results.json.
+
+  report.py line RAW             one progress line for the last measurement in RAW
+  report.py report RAW --out DIR ...   medians, targets, correctness; exit 1 if a check failed
+
+Standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+
+LABELS = {
+    "nginx": "nginx, constant body (HTTP ceiling)",
+    "tally-memory": "tally, memory store",
+    "tally-redis": "tally, Redis (async)",
+    "tally-sentinel": "tally, Sentinel (replicated: WAIT 1)",
+    "webdis": "webdis, INCR",
+    "node": "Node.js: fastify + ioredis, 2 workers",
+    "tally-redis-infolog": "tally, Redis (async), RUST_LOG=info",
+    "redis-incr": "redis-benchmark -t incr",
+    "redis-incr-P16": "redis-benchmark -t incr -P 16",
+}
+ORDER = list(LABELS)
+PEERS = ["webdis", "node"]
+TALLY = ["tally-memory", "tally-redis", "tally-sentinel", "tally-redis-infolog"]
+RSS_LIMIT_MB = 32
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def derive(rec):
+    """Adds the derived figures and the counter check to one record (in place)."""
+    if rec["kind"] == "wrk":
+        w = rec["wrk"]
+        e = w["errors"]
+        secs = w["duration_us"] / 1e6
+        ok = w["requests"] - e["status"]
+        rec["ok"] = ok
+        rec["non2xx"] = e["status"]
+        rec["socket_errors"] = e["connect"] + e["read"] + e["write"] + e["timeout"]
+        rec["rps"] = ok / secs if secs else 0.0
+        rec["p50_ms"] = w["latency_us"]["p50"] / 1000
+        rec["p99_ms"] = w["latency_us"]["p99"] / 1000
+        per = 1e4 / ok if ok else float("nan")
+        rec["server_cpu_per_10k"] = rec["server_cpu_s"] * per
+        rec["redis_cpu_per_10k"] = rec["redis_cpu_s"] * per
+        rec["load_cpu_per_10k"] = rec["load_cpu_s"] * per
+        rec["rss_peak_mb"] = rec["rss_peak_kb"] / 1024
+        if rec["target"] == "nginx" or rec.get("counter") is None:
+            rec["check"] = None
+        else:
+            # Every 2xx is one increment. A request that wrk did not see answered (in flight at the
+            # end: at most one per connection; a socket error or timeout; a non-2xx, which can be
+            # ambiguous) may or may not have incremented.
+            lo = ok
+            hi = ok + rec["conc"] + rec["socket_errors"] + rec["non2xx"]
+            rec["check"] = {"low": lo, "high": hi, "counter": rec["counter"],
+                            "ok": ok > 0 and lo <= rec["counter"] <= hi}
+    elif rec["kind"] == "redis-benchmark":
+        f = rec["csv"].split(",")
+        rec["rps"] = float(f[1])
+        rec["p50_ms"] = float(f[4])
+        rec["p99_ms"] = float(f[6])
+        rec["redis_cpu_per_10k"] = rec["redis_cpu_s"] * 1e4 / rec["requests"]
+        rec["load_cpu_per_10k"] = rec["load_cpu_s"] * 1e4 / rec["requests"]
+    return rec
+
+
+def fmt(v, digits=2):
+    if v is None or v != v:
+        return "–"
+    return f"{v:.{digits}f}"
+
+
+def kreq(v):
+    return "–" if v is None else f"{v / 1000:.1f}k"
+
+
+def line(path):
+    rec = derive(load(path)[-1])
+    name = f"[r{rec['round']} c={rec['conc']}] {rec['target']:<20}"
+    if rec["kind"] == "redis-benchmark":
+        print(f"{name} {rec['rps']:>9.0f} req/s  p99 {rec['p99_ms']:.2f} ms  "
+              f"Redis CPU/10k {rec['redis_cpu_per_10k']:.3f} s  (-P {rec['pipeline']})")
+        return 0
+    check = rec["check"]
+    verdict = "n/a" if check is None else (
+        f"{'ok' if check['ok'] else 'WRONG'} ({check['counter']} in [{check['low']}, {check['high']}])")
+    extra = f"  non-2xx {rec['non2xx']}" if rec["non2xx"] else ""
+    extra += f"  socket errors {rec['socket_errors']}" if rec["socket_errors"] else ""
+    print(f"{name} {rec['rps']:>9.0f} req/s  p50 {rec['p50_ms']:.2f} ms  p99 {rec['p99_ms']:.2f} ms  "
+          f"CPU/10k {rec['server_cpu_per_10k']:.3f} s  Redis/10k {rec['redis_cpu_per_10k']:.3f} s  "
+          f"RSS {rec['rss_peak_mb']:.1f} MB  count {verdict}{extra}")
+    return 0
+
+
+def median(values):
+    values = [v for v in values if v is not None and v == v]
+    return statistics.median(values) if values else None
+
+
+def summarise(records):
+    """Medians over rounds per (target, concurrency); RSS is the maximum."""
+    groups = {}
+    for r in records:
+        if r["kind"] in ("wrk", "redis-benchmark"):
+            groups.setdefault((r["target"], r["conc"]), []).append(r)
+    out = {}
+    for (target, conc), rs in groups.items():
+        s = {"rounds": len(rs)}
+        for key in ("rps", "p50_ms", "p99_ms", "server_cpu_per_10k", "redis_cpu_per_10k",
+                    "load_cpu_per_10k"):
+            if key in rs[0]:
+                s[key] = median([r[key] for r in rs])
+        if rs[0]["kind"] == "wrk":
+            s["rss_peak_mb"] = max(r["rss_peak_mb"] for r in rs)
+            s["non2xx"] = sum(r["non2xx"] for r in rs)
+            s["socket_errors"] = sum(r["socket_errors"] for r in rs)
+            checks = [r["check"] for r in rs if r["check"] is not None]
+            s["counter_checks"] = len(checks)
+            s["counter_checks_passed"] = sum(c["ok"] for c in checks)
+        else:
+            s["pipeline"] = rs[0]["pipeline"]
+        out.setdefault(target, {})[conc] = s
+    return out
+
+
+def evaluate(summary, concs):
+    """The targets of issue 9, as ratios from this run."""
+    targets = []
+
+    def get(t, c, k):
+        return summary.get(t, {}).get(c, {}).get(k)
+
+    def add(name, conc, value, need, op, detail):
+        met = None if value is None else (value >= need if op == ">=" else value <= need)
+        targets.append({"target": name, "conc": conc, "value": value, "need": f"{op} {need}",
+                        "met": met, "detail": detail})
+
+    for c in concs:
+        tally = get("tally-redis", c, "rps")
+        peers = {p: get(p, c, "rps") for p in PEERS if get(p, c, "rps")}
+        if tally and peers:
+            best = max(peers, key=peers.get)
+            add("tally on Redis ≥ 1.5× the fastest Redis-backed peer", c, tally / peers[best],
+                1.5, ">=", f"{tally:.0f} vs {best} {peers[best]:.0f} req/s")
+        p99 = get("tally-redis", c, "p99_ms")
+        peer_p99 = {p: get(p, c, "p99_ms") for p in PEERS if get(p, c, "p99_ms")}
+        if p99 and peer_p99:
+            best = min(peer_p99, key=peer_p99.get)
+            add("tally p99 ≤ the lowest peer p99", c, p99 / peer_p99[best], 1.0, "<=",
+                f"{p99:.2f} ms vs {best} {peer_p99[best]:.2f} ms")
+        cpu, wcpu = get("tally-redis", c, "server_cpu_per_10k"), get("webdis", c, "server_cpu_per_10k")
+        if cpu and wcpu:
+            add("tally server CPU per 10k ≤ 0.5× webdis's", c, cpu / wcpu, 0.5, "<=",
+                f"{cpu:.3f} s vs webdis {wcpu:.3f} s")
+        mem = get("tally-memory", c, "rps")
+        if tally and mem:
+            add("tally on Redis ≥ 0.8× tally on the memory store", c, tally / mem, 0.8, ">=",
+                f"{tally:.0f} vs {mem:.0f} req/s")
+        repl = get("tally-sentinel", c, "rps")
+        if tally and repl:
+            add("replicated durability ≥ 0.5× async", c, repl / tally, 0.5, ">=",
+                f"{repl:.0f} vs {tally:.0f} req/s")
+    for t in TALLY:
+        rss = [s["rss_peak_mb"] for s in summary.get(t, {}).values() if "rss_peak_mb" in s]
+        if rss:
+            add(f"RSS ≤ {RSS_LIMIT_MB} MB under load ({t})", None, max(rss), RSS_LIMIT_MB, "<=",
+                f"peak {max(rss):.1f} MB")
+    return targets
+
+
+def other_ratios(summary, concs):
+    out = []
+
+    def get(t, c, k):
+        return summary.get(t, {}).get(c, {}).get(k)
+
+    for c in concs:
+        for a, b, what in [
+            ("tally-memory", "nginx", "tally (memory store) / nginx constant"),
+            ("tally-redis", "nginx", "tally (Redis) / nginx constant"),
+            ("tally-redis", "redis-incr", "tally (Redis) / redis-benchmark INCR unpipelined"),
+            ("tally-redis-infolog", "tally-redis", "tally with RUST_LOG=info / RUST_LOG=warn"),
+        ]:
+            x, y = get(a, c, "rps"), get(b, c, "rps")
+            if x and y:
+                out.append({"ratio": what, "conc": c, "value": x / y})
+        x, y = get("tally-redis-infolog", c, "server_cpu_per_10k"), get("tally-redis", c,
+                                                                      "server_cpu_per_10k")
+        if x and y:
+            out.append({"ratio": "tally CPU/10k with RUST_LOG=info / RUST_LOG=warn", "conc": c,
+                        "value": x / y})
+    return out
+
+
+def markdown(args, summary, targets, ratios, records, failures, concs):
+    rounds = args.rounds
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `bench/run{' --quick' if args.quick else ''}` on "
+        f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
+        f"{args.tally} built from {args.commit}.",
+        "",
+        f"**Machine:** {args.machine}. Load average (1, 5, 15 min) before / after the run: "
+        f"{args.load} (this machine is shared: a 1-minute load well above 0 before the run means "
+        "other work was competing for the cores, which adds noise to every row alike)"
+        + (f"; every process of the run had nice {args.nice}, to take the cores first." if args.nice
+           else "."),
+        "",
+        f"wrk -t2 on loopback, {args.warmup} s warm-up then {args.duration} s per target; "
+        f"{rounds} interleaved round{'s' if rounds != 1 else ''}, medians (peak RSS: maximum). "
+        "req/s counts 2xx answers only. CPU is utime+stime of every process of the server "
+        "(`/proc/PID/stat`), per 10,000 answered requests; wrk's own CPU is shown because it "
+        "shares the 2 cores. Absolute figures drift between days and machines: compare ratios "
+        "within this run. How to read it: bench/README.md.",
+        "",
+    ]
+    for c in concs:
+        lines += [f"## HTTP, c={c}", "",
+                  "| target | req/s | p50 ms | p99 ms | server CPU s/10k | Redis CPU s/10k "
+                  "| wrk CPU s/10k | peak RSS MB | counter check |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for t in ORDER:
+            s = summary.get(t, {}).get(c)
+            if not s or "rss_peak_mb" not in s:
+                continue
+            if s["counter_checks"]:
+                check = f"{s['counter_checks_passed']}/{s['counter_checks']} ok"
+            else:
+                check = "n/a (constant)"
+            if s["non2xx"] or s["socket_errors"]:
+                check += f"; {s['non2xx']} non-2xx, {s['socket_errors']} socket errors"
+            lines.append(
+                f"| {LABELS[t]} | {kreq(s['rps'])} | {fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} "
+                f"| {fmt(s['server_cpu_per_10k'], 3)} | {fmt(s['redis_cpu_per_10k'], 3)} "
+                f"| {fmt(s['load_cpu_per_10k'], 3)} | {fmt(s['rss_peak_mb'], 1)} | {check} |")
+        lines.append("")
+    lines += ["## Redis ceilings (redis-benchmark on the same Redis)", "",
+              "| run | c | req/s | p50 ms | p99 ms | Redis CPU s/10k | redis-benchmark CPU s/10k |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for t in ("redis-incr", "redis-incr-P16"):
+        for c, s in sorted(summary.get(t, {}).items()):
+            lines.append(f"| {LABELS[t]} | {c} | {kreq(s['rps'])} | {fmt(s['p50_ms'])} "
+                         f"| {fmt(s['p99_ms'])} | {fmt(s['redis_cpu_per_10k'], 3)} "
+                         f"| {fmt(s['load_cpu_per_10k'], 3)} |")
+    lines += ["", "## Targets (issue 9)", "",
+              "| target | c | this run | needed | met |", "|---|---:|---:|---:|---|"]
+    for t in targets:
+        met = {True: "**met**", False: "not met", None: "–"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['conc'] or 'all'} | {fmt(t['value'])} "
+                     f"({t['detail']}) | {t['need']} | {met} |")
+    if ratios:
+        lines += ["", "## Other ratios", "", "| ratio | c | value |", "|---|---:|---:|"]
+        for r in ratios:
+            lines.append(f"| {r['ratio']} | {r['conc']} | {fmt(r['value'])} |")
+    checks = [r for r in records if r["kind"] == "wrk" and r["check"] is not None]
+    sanity = [r for r in records if r["kind"] == "sanity"]
+    lines += ["", "## Correctness", ""]
+    lines.append(
+        f"{sum(r['check']['ok'] for r in checks)} of {len(checks)} counter checks passed (after "
+        "each run the counter must lie between the 2xx answers and the 2xx answers plus the "
+        "requests that may have run unanswered: one in flight per connection, socket errors, "
+        f"non-2xx); {sum(r['ok'] for r in sanity)} of {len(sanity)} targets counted up by one on "
+        "two GETs.")
+    for f in failures:
+        lines.append(f"- **FAILED**: {f}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def report(args):
+    records = [derive(r) for r in load(args.raw)]
+    concs = sorted({r["conc"] for r in records if r["kind"] == "wrk"})
+    summary = summarise(records)
+    targets = evaluate(summary, concs)
+    ratios = other_ratios(summary, concs)
+    failures = []
+    for r in records:
+        if r["kind"] == "sanity" and not r["ok"]:
+            failures.append(f"{r['target']}: two GETs answered {r['first']!r} then {r['second']!r}")
+        if r["kind"] == "wrk" and r["check"] is not None and not r["check"]["ok"]:
+            c = r["check"]
+            failures.append(f"{r['target']} c={r['conc']} round {r['round']}: counter "
+                            f"{c['counter']} outside [{c['low']}, {c['high']}]")
+    md = markdown(args, summary, targets, ratios, records, failures, concs)
+    with open(f"{args.out}/results.md", "w") as f:
+        f.write(md)
+    doc = {
+        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": args.machine,
+        "load_average_before_after": args.load,
+        "nice": args.nice,
+        "tally": args.tally,
+        "commit": args.commit,
+        "settings": {"quick": bool(args.quick), "duration_s": args.duration,
+                     "warmup_s": args.warmup, "rounds": args.rounds, "wrk_threads": 2,
+                     "concurrency": concs},
+        "labels": LABELS,
+        "summary": {t: {str(c): s for c, s in cs.items()} for t, cs in summary.items()},
+        "targets": targets,
+        "ratios": ratios,
+        "correctness": {"ok": not failures, "failures": failures},
+        "runs": records,
+    }
+    with open(f"{args.out}/results.json", "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=False)
+        f.write("\n")
+    for f in failures:
+        print(f"FAILED: {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pl = sub.add_parser("line")
+    pl.add_argument("raw")
+    pr = sub.add_parser("report")
+    pr.add_argument("raw")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--machine", default="unknown")
+    pr.add_argument("--duration", type=int, required=True)
+    pr.add_argument("--warmup", type=int, required=True)
+    pr.add_argument("--rounds", type=int, required=True)
+    pr.add_argument("--quick", type=int, default=0)
+    pr.add_argument("--tally", default="tally")
+    pr.add_argument("--load", default="unknown")
+    pr.add_argument("--nice", type=int, default=0)
+    pr.add_argument("--commit", default="unknown")
+    args = p.parse_args()
+    return line(args.raw) if args.cmd == "line" else report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
