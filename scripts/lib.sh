@@ -24,8 +24,13 @@ need_packages() {
     fi
   done
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} with apt-get" >&2
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    install_packages "${missing[@]}"
   fi
+}
+
+# install_packages PACKAGE...: apt-get install, quietly, without recommends.
+install_packages() {
+  echo "installing $* with apt-get" >&2
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian/Ubuntu machine: installs what the tests start
-# (redis-server, redis-sentinel, redis-tools; chromium and chromedriver for the browser test)
+# (redis-server, redis-sentinel, redis-tools, postgresql; chromium and chromedriver for the browser test)
 # when missing, then runs every test against real servers. Usage: ./scripts/test.sh [extra cargo nextest / cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,11 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 need_packages redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools \
-  chromium:chromium chromedriver:chromium-driver
+  chromium:chromium chromedriver:chromium-driver runuser:util-linux
+# PostgreSQL's server binaries live outside PATH.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  install_packages postgresql
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"

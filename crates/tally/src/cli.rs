@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use crate::check::CheckArgs;
 use crate::config::{ServeArgs, ServeConfig};
 use crate::web::{WebArgs, WebServer};
+use crate::worker::WorkerArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +35,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Serve the web front end (guestbook and counter page) in front of the API tier.
     Web(WebArgs),
+    /// Compute Fibonacci jobs from the Redis Stream (needs Redis, not Postgres).
+    Worker(Box<WorkerArgs>),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -49,6 +52,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
         }
         Some(Command::Web(args)) => return web(args).await.map(|()| ExitCode::SUCCESS),
+        Some(Command::Worker(args)) => {
+            crate::telemetry::init(args.log_format);
+            return crate::worker::run(*args).await.map(|()| ExitCode::SUCCESS);
+        }
         None => cli.serve,
     };
     serve(args).await.map(|()| ExitCode::SUCCESS)

@@ -3,11 +3,14 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod health;
 pub mod http;
+pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod web;
+pub mod worker;

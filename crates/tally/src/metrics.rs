@@ -128,3 +128,16 @@ pub fn wait_timeout() {
 pub fn group_commit(batch: usize) {
     histogram!("tally_group_commit_batch_size").record(batch as f64);
 }
+
+pub fn job(outcome: &'static str) {
+    counter!("tally_jobs_total", "outcome" => outcome).increment(1);
+}
+
+pub fn job_duration(elapsed: Duration) {
+    histogram!("tally_job_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+pub fn job_backlog(pending: u64, lag: u64) {
+    gauge!("tally_jobs_pending").set(pending as f64);
+    gauge!("tally_jobs_lag").set(lag as f64);
+}

@@ -7,6 +7,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::ServeConfig;
+use crate::db::Database;
 use crate::health::Health;
 use crate::http::{admin_router, public_router, AppState};
 use crate::lifecycle::{serve_until, Drain, Listeners};
@@ -34,12 +35,22 @@ impl Server {
                 .with_messages(config.messages_key.clone(), config.message_retention),
             config.durability,
         );
+        let database = match &config.database {
+            Some(db) => Some(Database::new(
+                db.url.expose(),
+                db.password.as_ref(),
+                config.request_timeout,
+            )?),
+            None => None,
+        };
         let state = AppState {
             store,
             health: Health::new("store", "tally_store_up"),
             metrics: crate::metrics::handle(),
             request_timeout: config.request_timeout,
             idempotency_ttl: config.idempotency_ttl,
+            database,
+            fib_max_index: config.fib_max_index,
         };
         Ok(Self {
             config,
@@ -83,6 +94,7 @@ impl Server {
             config.readiness_interval,
             config.request_timeout,
         );
+        let setup = spawn_job_setup(state.clone());
         let listeners = Listeners {
             public: (public, public_router(state.clone())),
             admin: (admin, admin_router(state.clone())),
@@ -93,6 +105,40 @@ impl Server {
         };
         let result = serve_until(listeners, state.health.clone(), drain, shutdown).await;
         watcher.abort();
+        setup.abort();
         result
     }
+}
+
+/// With Postgres configured: applies migrations and creates the job consumer group, retrying
+/// until both succeed, so a database that is down at startup delays only the job routes.
+fn spawn_job_setup(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(db) = state.database.clone() else {
+            return;
+        };
+        tracing::info!(database = db.display(), "Fibonacci jobs enabled");
+        let deadline = state.request_timeout.max(std::time::Duration::from_secs(5));
+        let mut delay = std::time::Duration::from_millis(200);
+        loop {
+            let migrated = db.migrate(deadline).await;
+            let grouped = match state.store.redis() {
+                Some(redis) => redis.ensure_job_group(deadline).await,
+                None => Ok(()),
+            };
+            match (migrated, grouped) {
+                (Ok(()), Ok(())) => return,
+                (m, g) => {
+                    let error = m
+                        .err()
+                        .or(g.err())
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
+                    tracing::warn!(error, "job setup failed; retrying");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+        }
+    })
 }

@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use support::redis::{free_port, RedisProcess, PASSWORD};
+use support::postgres::Postgres;
+use support::redis::{free_port, RedisProcess};
 use support::web::Web;
 use support::TestApp;
 
@@ -115,8 +116,10 @@ fn screenshot_path(name: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_posts_a_message_and_counts_in_chromium() {
     let redis = RedisProcess::server("");
-    let api = TestApp::on_redis(&redis.url(PASSWORD)).await;
+    let pg = Postgres::start();
+    let api = TestApp::with_jobs(&redis, &pg).await;
     let web = Web::start(&api.base).await;
+    let mut worker = support::worker(&redis, "browser-worker");
     let driver = chromedriver();
 
     for javascript in [true, false] {
@@ -173,6 +176,41 @@ async fn a_person_posts_a_message_and_counts_in_chromium() {
         .await;
         assert_eq!(after, before + 1);
 
+        // The calculator: submit an index, see it pending or done, and its value filled in
+        // (by the page's script with JavaScript, by reloading without).
+        let index = if javascript { "100" } else { "90" };
+        let expected = if javascript {
+            "354224848179261915075"
+        } else {
+            "2880067194370816120"
+        };
+        client
+            .find(Locator::Css("#fib-index"))
+            .await
+            .unwrap()
+            .send_keys(index)
+            .await
+            .unwrap();
+        client
+            .find(Locator::Css("#fib-form button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let selector = format!("#fib-values li[data-index='{index}']");
+        eventually("the computed value", || async {
+            if !javascript {
+                client.refresh().await.ok()?;
+            }
+            text_of(&client, &selector)
+                .await
+                .filter(|t| t.contains(expected))
+        })
+        .await;
+        let seen = text_of(&client, "#fib-seen").await.unwrap();
+        assert!(seen.contains(index), "{seen}");
+
         let png = client.screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
         let name = if javascript {
@@ -185,4 +223,6 @@ async fn a_person_posts_a_message_and_counts_in_chromium() {
     }
     assert_eq!(redis.cli(&["XLEN", "tally:messages"]).unwrap().trim(), "2");
     assert_eq!(redis.cli(&["GET", "count:demo"]).unwrap().trim(), "2");
+    let _ = worker.kill();
+    let _ = worker.wait();
 }

@@ -2,7 +2,7 @@
 //! the original Go service's variables as a fallback (drop-in replacement), secrets from files.
 
 mod redis;
-mod secret;
+pub(crate) mod secret;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,13 +10,18 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-pub use self::redis::{RedisAuth, RedisTarget, SentinelTarget, StoreConfig};
+pub use self::redis::{
+    DurabilityMode, RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig,
+};
 pub use self::secret::Secret;
 pub use crate::store::Durability;
 
 /// Every flag of `tally serve`; each one can also be set by the environment variable it names.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
     /// Address of the public listener (counters, API). Falls back to `PORT` (binds 0.0.0.0:$PORT).
     /// [default: 0.0.0.0:8080]
     #[arg(long, env = "TALLY_LISTEN")]
@@ -25,49 +30,6 @@ pub struct ServeArgs {
     /// Address of the admin listener: /healthz, /readyz, /metrics. Kept off the id space.
     #[arg(long, env = "TALLY_ADMIN_LISTEN", default_value = "0.0.0.0:8081")]
     pub admin_listen: SocketAddr,
-
-    /// Standalone Redis: redis://[user:pass@]host:port/db, or rediss:// for TLS.
-    /// Falls back to REDIS_HOST / REDIS_PORT / REDIS_DB. With neither this nor sentinels set,
-    /// tally uses an in-process memory store (not shared, not durable).
-    #[arg(long, env = "TALLY_REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-
-    /// Sentinel mode: comma-separated host:port list of Redis Sentinels.
-    #[arg(long, env = "TALLY_REDIS_SENTINELS", value_delimiter = ',')]
-    pub redis_sentinels: Vec<String>,
-
-    /// The master name the sentinels monitor.
-    #[arg(long, env = "TALLY_REDIS_MASTER_NAME", default_value = "mymaster")]
-    pub redis_master_name: String,
-
-    /// Redis database number in Sentinel mode (standalone takes it from the URL path).
-    #[arg(long, env = "TALLY_REDIS_DB")]
-    pub redis_db: Option<i64>,
-
-    /// Redis ACL user name (Redis 6+). Overrides a user name in the URL.
-    #[arg(long, env = "TALLY_REDIS_USERNAME")]
-    pub redis_username: Option<String>,
-
-    /// Redis password. Prefer --redis-password-file. Overrides a password in the URL;
-    /// falls back to REDIS_PASSWORD.
-    #[arg(long, env = "TALLY_REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<String>,
-
-    /// File holding the Redis password (a mounted Kubernetes Secret).
-    #[arg(long, env = "TALLY_REDIS_PASSWORD_FILE")]
-    pub redis_password_file: Option<PathBuf>,
-
-    /// ACL user name for the sentinels, when they require one.
-    #[arg(long, env = "TALLY_SENTINEL_USERNAME")]
-    pub sentinel_username: Option<String>,
-
-    /// Password of the sentinels (their `requirepass`).
-    #[arg(long, env = "TALLY_SENTINEL_PASSWORD", hide_env_values = true)]
-    pub sentinel_password: Option<String>,
-
-    /// File holding the sentinels' password.
-    #[arg(long, env = "TALLY_SENTINEL_PASSWORD_FILE")]
-    pub sentinel_password_file: Option<PathBuf>,
 
     /// Prefix of counter keys in Redis. An empty prefix stores counters under the raw id, as the
     /// original service did: only for migrating its data, since any key becomes a counter.
@@ -81,6 +43,23 @@ pub struct ServeArgs {
     /// Guestbook messages kept; older ones are trimmed (at least this many stay).
     #[arg(long, env = "TALLY_MESSAGE_RETENTION", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub message_retention: u64,
+
+    /// Postgres for Fibonacci job submissions: postgres://user@host:5432/db. Without it the
+    /// job routes answer 503; counters and messages do not need it.
+    #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Postgres password (prefer the file). Overrides a password in the URL.
+    #[arg(long, env = "TALLY_DATABASE_PASSWORD", hide_env_values = true)]
+    pub database_password: Option<String>,
+
+    /// File holding the Postgres password.
+    #[arg(long, env = "TALLY_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
+
+    /// Largest Fibonacci index accepted.
+    #[arg(long, env = "TALLY_FIB_MAX_INDEX", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub fib_max_index: u32,
 
     /// Deadline of one request's store work; past it the request gets 503.
     #[arg(long, env = "TALLY_REQUEST_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
@@ -103,29 +82,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// When an increment is acknowledged: `replicated` waits (WAIT) until --wait-replicas
-    /// replicas have it, so a failover cannot discard it; `async` answers at once.
-    /// [default: replicated in Sentinel mode, async otherwise]
-    #[arg(long, env = "TALLY_DURABILITY")]
-    pub durability: Option<DurabilityMode>,
-
-    /// Replicas that must confirm an increment under `replicated` durability.
-    #[arg(long, env = "TALLY_WAIT_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub wait_replicas: u32,
-
-    /// How long WAIT may take before the increment is answered with 503.
-    #[arg(long, env = "TALLY_WAIT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub wait_timeout: Duration,
-
     /// Log format: json (default when stdout is not a terminal) or text.
     #[arg(long, env = "TALLY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DurabilityMode {
-    Replicated,
-    Async,
+/// Postgres connection settings. The URL is kept as a secret: it may carry a password.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    pub password: Option<Secret>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +110,8 @@ pub struct ServeConfig {
     pub key_prefix: String,
     pub messages_key: String,
     pub message_retention: u64,
+    pub database: Option<DatabaseConfig>,
+    pub fib_max_index: u32,
     pub request_timeout: Duration,
     pub idempotency_ttl: Duration,
     pub readiness_interval: Duration,
@@ -179,8 +147,8 @@ impl ServeConfig {
         if args.readiness_interval.is_zero() {
             anyhow::bail!("TALLY_READINESS_INTERVAL must be greater than zero");
         }
-        let store = StoreConfig::resolve(args, env)?;
-        let durability = resolve_durability(args, &store)?;
+        let store = StoreConfig::resolve(&args.redis, env)?;
+        let durability = resolve_durability(&args.redis, &store, args.request_timeout)?;
         Ok(Self {
             listen,
             admin_listen,
@@ -189,6 +157,18 @@ impl ServeConfig {
             key_prefix: args.key_prefix.clone(),
             messages_key: args.messages_key.clone(),
             message_retention: args.message_retention,
+            database: match &args.database_url {
+                Some(url) if !url.is_empty() => Some(DatabaseConfig {
+                    url: Secret::new(url.clone()),
+                    password: secret::secret_from(
+                        args.database_password.as_deref(),
+                        args.database_password_file.as_deref(),
+                        "TALLY_DATABASE_PASSWORD",
+                    )?,
+                }),
+                _ => None,
+            },
+            fib_max_index: args.fib_max_index,
             request_timeout: args.request_timeout,
             idempotency_ttl: args.idempotency_ttl,
             readiness_interval: args.readiness_interval,
@@ -207,6 +187,8 @@ impl ServeConfig {
             key_prefix: "count:".into(),
             messages_key: "tally:messages".into(),
             message_retention: 10_000,
+            database: None,
+            fib_max_index: 10_000,
             request_timeout: Duration::from_secs(2),
             idempotency_ttl: Duration::from_secs(600),
             readiness_interval: Duration::from_millis(200),
@@ -216,7 +198,11 @@ impl ServeConfig {
     }
 }
 
-fn resolve_durability(args: &ServeArgs, store: &StoreConfig) -> anyhow::Result<Durability> {
+pub fn resolve_durability(
+    args: &RedisArgs,
+    store: &StoreConfig,
+    request_timeout: Duration,
+) -> anyhow::Result<Durability> {
     let sentinel = matches!(store, StoreConfig::Sentinel(_));
     let mode = args.durability.unwrap_or(if sentinel {
         DurabilityMode::Replicated
@@ -229,7 +215,7 @@ fn resolve_durability(args: &ServeArgs, store: &StoreConfig) -> anyhow::Result<D
             anyhow::bail!("TALLY_DURABILITY=replicated needs Redis (TALLY_REDIS_URL or TALLY_REDIS_SENTINELS)")
         }
         DurabilityMode::Replicated => {
-            if args.wait_timeout.is_zero() || args.wait_timeout >= args.request_timeout {
+            if args.wait_timeout.is_zero() || args.wait_timeout >= request_timeout {
                 anyhow::bail!(
                     "TALLY_WAIT_TIMEOUT must be above zero and below TALLY_REQUEST_TIMEOUT"
                 );

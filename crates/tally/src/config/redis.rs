@@ -2,8 +2,79 @@
 
 use std::fmt;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
 use super::secret::{secret_from, Secret};
-use super::ServeArgs;
+
+/// How to reach Redis and how durable writes must be; shared by `serve` and `worker`.
+#[derive(Args, Debug, Clone)]
+pub struct RedisArgs {
+    /// Standalone Redis: redis://[user:pass@]host:port/db, or rediss:// for TLS.
+    /// Falls back to REDIS_HOST / REDIS_PORT / REDIS_DB. With neither this nor sentinels set,
+    /// tally uses an in-process memory store (not shared, not durable).
+    #[arg(long, env = "TALLY_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Sentinel mode: comma-separated host:port list of Redis Sentinels.
+    #[arg(long, env = "TALLY_REDIS_SENTINELS", value_delimiter = ',')]
+    pub redis_sentinels: Vec<String>,
+
+    /// The master name the sentinels monitor.
+    #[arg(long, env = "TALLY_REDIS_MASTER_NAME", default_value = "mymaster")]
+    pub redis_master_name: String,
+
+    /// Redis database number in Sentinel mode (standalone takes it from the URL path).
+    #[arg(long, env = "TALLY_REDIS_DB")]
+    pub redis_db: Option<i64>,
+
+    /// Redis ACL user name (Redis 6+). Overrides a user name in the URL.
+    #[arg(long, env = "TALLY_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+
+    /// Redis password. Prefer --redis-password-file. Overrides a password in the URL;
+    /// falls back to REDIS_PASSWORD.
+    #[arg(long, env = "TALLY_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
+    /// File holding the Redis password (a mounted Kubernetes Secret).
+    #[arg(long, env = "TALLY_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// ACL user name for the sentinels, when they require one.
+    #[arg(long, env = "TALLY_SENTINEL_USERNAME")]
+    pub sentinel_username: Option<String>,
+
+    /// Password of the sentinels (their `requirepass`).
+    #[arg(long, env = "TALLY_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub sentinel_password: Option<String>,
+
+    /// File holding the sentinels' password.
+    #[arg(long, env = "TALLY_SENTINEL_PASSWORD_FILE")]
+    pub sentinel_password_file: Option<PathBuf>,
+
+    /// When an increment is acknowledged: `replicated` waits (WAIT) until --wait-replicas
+    /// replicas have it, so a failover cannot discard it; `async` answers at once.
+    /// [default: replicated in Sentinel mode, async otherwise]
+    #[arg(long, env = "TALLY_DURABILITY")]
+    pub durability: Option<DurabilityMode>,
+
+    /// Replicas that must confirm an increment under `replicated` durability.
+    #[arg(long, env = "TALLY_WAIT_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub wait_replicas: u32,
+
+    /// How long WAIT may take before the increment is answered with 503.
+    #[arg(long, env = "TALLY_WAIT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurabilityMode {
+    Replicated,
+    Async,
+}
 
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
@@ -40,10 +111,7 @@ pub struct SentinelTarget {
 }
 
 impl StoreConfig {
-    pub(super) fn resolve(
-        args: &ServeArgs,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> anyhow::Result<Self> {
+    pub fn resolve(args: &RedisArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let password = secret_from(
             args.redis_password.as_deref(),
             args.redis_password_file.as_deref(),
@@ -270,7 +338,7 @@ mod tests {
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
-        serve: ServeArgs,
+        redis: RedisArgs,
     }
 
     fn store(
@@ -279,7 +347,7 @@ mod tests {
     ) -> anyhow::Result<StoreConfig> {
         let mut argv = vec!["tally"];
         argv.extend_from_slice(flags);
-        let args = Cli::try_parse_from(argv).unwrap().serve;
+        let args = Cli::try_parse_from(argv).unwrap().redis;
         StoreConfig::resolve(&args, &|k| {
             env.iter()
                 .find(|(n, _)| *n == k)

@@ -1,8 +1,10 @@
-//! The HTTP surface: the public router (counters, messages, service info) and the admin router.
+//! The HTTP surface: the public router (counters, messages, Fibonacci jobs, service info) and
+//! the admin router.
 
 pub mod admin;
 mod counters;
 pub mod error;
+mod fib;
 mod messages;
 mod meta;
 pub mod middleware;
@@ -16,6 +18,7 @@ pub use self::admin::AdminState;
 pub use self::counters::validate_id;
 pub use self::error::ApiError;
 
+use crate::db::Database;
 use crate::health::Health;
 use crate::store::Store;
 
@@ -27,6 +30,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
     pub idempotency_ttl: Duration,
+    /// Postgres, for Fibonacci job submissions; None when not configured.
+    pub database: Option<Database>,
+    pub fib_max_index: u32,
 }
 
 /// The public listener's routes.
@@ -34,6 +40,7 @@ pub fn public_router(state: AppState) -> Router {
     Router::new()
         .merge(counters::routes())
         .merge(messages::routes())
+        .merge(fib::routes())
         .merge(meta::routes())
         .layer(axum::middleware::from_fn(middleware::observe))
         .with_state(state)

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub use self::error::{StoreError, Unavailable};
 pub use self::memory::MemoryStore;
 pub use self::message::{Message, MessageId, Posted};
-pub use self::redis::RedisStore;
+pub use self::redis::{FibStatus, Job, RedisStore};
 pub use self::replication::Durability;
 
 use crate::config::StoreConfig;
@@ -96,6 +96,14 @@ impl Store {
             StoreConfig::Sentinel(target) => {
                 Self::Redis(RedisStore::sentinel(target, keys, durability))
             }
+        }
+    }
+
+    /// The Redis backend, for what only Redis offers (the job queue).
+    pub fn redis(&self) -> Option<&RedisStore> {
+        match self {
+            Self::Memory(_) => None,
+            Self::Redis(r) => Some(r),
         }
     }
 

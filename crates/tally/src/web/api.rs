@@ -35,6 +35,21 @@ struct Count {
 }
 
 #[derive(Deserialize)]
+struct Seen {
+    indexes: Vec<SeenIndex>,
+}
+
+#[derive(Deserialize)]
+struct SeenIndex {
+    index: u32,
+}
+
+#[derive(Deserialize)]
+struct FibAnswer {
+    value: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct ErrorBody {
     error: String,
 }
@@ -111,6 +126,41 @@ impl ApiClient {
         let url = format!("{}/api/v1/counters/{}", self.base, encode(id));
         let count: Count = self.call(self.http.get(url)).await?;
         Ok(count.count)
+    }
+
+    /// The most recently submitted indexes with their values when computed.
+    pub async fn fib_recent(&self, limit: usize) -> Result<Vec<(u32, Option<String>)>, ApiError> {
+        let url = format!("{}/api/v1/fib/indexes?limit={limit}", self.base);
+        let seen: Seen = self.call(self.http.get(url)).await?;
+        let mut lookups = tokio::task::JoinSet::new();
+        for (position, item) in seen.indexes.into_iter().enumerate() {
+            let api = self.clone();
+            lookups.spawn(async move {
+                let url = format!("{}/api/v1/fib/{}", api.base, item.index);
+                let answer: Result<FibAnswer, ApiError> = api.call(api.http.get(url)).await;
+                (position, item.index, answer)
+            });
+        }
+        let mut found = Vec::new();
+        while let Some(joined) = lookups.join_next().await {
+            let (position, index, answer) =
+                joined.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            found.push((position, index, answer?.value));
+        }
+        found.sort_by_key(|(position, _, _)| *position);
+        Ok(found
+            .into_iter()
+            .map(|(_, index, value)| (index, value))
+            .collect())
+    }
+
+    pub async fn submit_fib(&self, index: u32) -> Result<(), ApiError> {
+        let request = self
+            .http
+            .post(format!("{}/api/v1/fib", self.base))
+            .json(&json!({ "index": index }));
+        let _: serde_json::Value = self.call(request).await?;
+        Ok(())
     }
 
     async fn call<T: for<'de> Deserialize<'de>>(

@@ -17,6 +17,16 @@ pub struct Page {
     pub counter_problem: Option<String>,
     /// The API could not be reached for some part of the page.
     pub api_unavailable: bool,
+    /// The Fibonacci calculator: submitted indexes (newest first) and computed values; `Err`
+    /// when the job system cannot be reached or is not configured.
+    pub fib: Result<Calculator, String>,
+    /// Why the last calculator submission was refused.
+    pub fib_problem: Option<String>,
+}
+
+pub struct Calculator {
+    /// (index, value when computed), most recently submitted first.
+    pub seen: Vec<(u32, Option<String>)>,
 }
 
 pub fn render(page: &Page) -> Markup {
@@ -26,7 +36,7 @@ pub fn render(page: &Page) -> Markup {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "tally — guestbook and counter" }
+                title { "tally — guestbook, counter, calculator" }
                 link rel="stylesheet" href="/static/style.css";
                 link rel="icon" href="/static/icon.svg" type="image/svg+xml";
                 script src="/static/app.js" defer {}
@@ -34,14 +44,17 @@ pub fn render(page: &Page) -> Markup {
             body {
                 header {
                     h1 { "tally" }
-                    p.tagline { "A guestbook and a counter, on Redis." }
+                    p.tagline { "A guestbook, a counter and a calculator, on Redis." }
                 }
                 @if page.api_unavailable {
                     p.notice role="alert" id="api-notice" { "The API is unavailable right now. What you see may be incomplete; try again shortly." }
                 }
                 main {
                     (guestbook(page))
-                    (counter(page))
+                    div.side {
+                        (counter(page))
+                        (calculator(page))
+                    }
                 }
                 footer { "Served by tally web. " a href="/api/v1/messages" { "JSON API" } }
             }
@@ -112,6 +125,59 @@ fn counter(page: &Page) -> Markup {
                         None => "–",
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Long values are shortened on the page; the API has them whole.
+fn shorten(value: &str) -> String {
+    if value.len() <= 24 {
+        value.to_owned()
+    } else {
+        format!(
+            "{}…{} ({} digits)",
+            &value[..10],
+            &value[value.len() - 6..],
+            value.len()
+        )
+    }
+}
+
+fn calculator(page: &Page) -> Markup {
+    html! {
+        section.card id="fib" aria-labelledby="fib-title" {
+            h2 id="fib-title" { "Fibonacci" }
+            form id="fib-form" method="post" action="/web/fib" {
+                label for="fib-index" { "Index" }
+                input id="fib-index" name="index" type="number" min="0" required;
+                button type="submit" { "Calculate" }
+            }
+            @if let Some(why) = &page.fib_problem {
+                p.error role="alert" { (why) }
+            }
+            @match &page.fib {
+                Ok(calc) => {
+                    h3 { "Indexes I have seen" }
+                    p id="fib-seen" { @if calc.seen.is_empty() { "none yet" } @else {
+                        @for (i, (index, _)) in calc.seen.iter().enumerate() {
+                            @if i > 0 { ", " } (index)
+                        }
+                    } }
+                    h3 { "Calculated values" }
+                    ul id="fib-values" {
+                        @for (index, value) in &calc.seen {
+                            li data-index=(index) {
+                                "F(" (index) ") = "
+                                @match value {
+                                    Some(v) => span.value title=(v) { (shorten(v)) },
+                                    None => span.pending { "pending…" },
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(why) => { p.empty { "The calculator is unavailable: " (why) } }
             }
         }
     }

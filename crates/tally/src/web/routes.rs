@@ -12,7 +12,7 @@ use axum::routing::{any, get, post};
 use axum::Router;
 
 use super::api::{encode, ApiClient, ApiError};
-use super::page::{render, Page};
+use super::page::{render, Calculator, Page};
 use crate::http::ApiError as JsonError;
 
 const STYLE: &str = include_str!("assets/style.css");
@@ -37,6 +37,7 @@ pub fn public_router(api: ApiClient) -> Router {
         .route("/", get(index))
         .route("/web/messages", post(post_message))
         .route("/web/counter", post(increment))
+        .route("/web/fib", post(calculate))
         .route(
             "/static/style.css",
             get(|| asset("text/css; charset=utf-8", STYLE)),
@@ -113,24 +114,34 @@ enum Problem {
     Post(String, String, StatusCode),
     /// A counter id that was refused, and why.
     Counter(String, StatusCode),
+    /// A calculator submission that was refused, and why.
+    Fib(String, StatusCode),
 }
 
 /// Renders the page: 503 when any part of it could not be fetched, else the problem's status.
 async fn page(api: &ApiClient, counter_id: String, problem: Problem) -> Response {
-    let (messages, count) = tokio::join!(api.recent_messages(10), api.read_counter(&counter_id));
+    let (messages, count, fib) = tokio::join!(
+        api.recent_messages(10),
+        api.read_counter(&counter_id),
+        api.fib_recent(10)
+    );
     let api_unavailable = [messages.as_ref().err(), count.as_ref().err()]
         .into_iter()
         .any(|e| matches!(e, Some(ApiError::Unavailable(_))));
     let status = match &problem {
-        Problem::Post(_, _, status) | Problem::Counter(_, status) => *status,
+        Problem::Post(_, _, status) | Problem::Counter(_, status) | Problem::Fib(_, status) => {
+            *status
+        }
         Problem::None if api_unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Problem::None => StatusCode::OK,
     };
-    let (draft, counter_problem) = match problem {
-        Problem::None => (None, None),
-        Problem::Post(text, why, _) => (Some((text, why)), None),
-        Problem::Counter(why, _) => (None, Some(why)),
-    };
+    let (mut draft, mut counter_problem, mut fib_problem) = (None, None, None);
+    match problem {
+        Problem::None => {}
+        Problem::Post(text, why, _) => draft = Some((text, why)),
+        Problem::Counter(why, _) => counter_problem = Some(why),
+        Problem::Fib(why, _) => fib_problem = Some(why),
+    }
     let page = Page {
         messages: messages.map_err(|e| short(&e)),
         counter_id,
@@ -138,6 +149,9 @@ async fn page(api: &ApiClient, counter_id: String, problem: Problem) -> Response
         draft,
         counter_problem,
         api_unavailable,
+        // The calculator is optional (it needs Postgres): its failure never fails the page.
+        fib: fib.map(|seen| Calculator { seen }).map_err(|e| short(&e)),
+        fib_problem,
     };
     let mut response = (status, Html(render(&page).into_string())).into_response();
     response
@@ -280,4 +294,40 @@ async fn proxy(
     *response.status_mut() = status;
     *response.headers_mut() = response_headers;
     response
+}
+
+/// The calculator form, without JavaScript.
+async fn calculate(
+    State(api): State<ApiClient>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let Some(index) = form.get("index").and_then(|i| i.trim().parse::<u32>().ok()) else {
+        let problem = Problem::Fib(
+            "the index must be a whole number".into(),
+            StatusCode::BAD_REQUEST,
+        );
+        return page(&api, DEFAULT_COUNTER.to_owned(), problem).await;
+    };
+    match api.submit_fib(index).await {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(ApiError::Rejected { status, message }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            page(
+                &api,
+                DEFAULT_COUNTER.to_owned(),
+                Problem::Fib(message, status),
+            )
+            .await
+        }
+        Err(e @ ApiError::Unavailable(_)) => {
+            tracing::warn!(error = %e, "submitting a Fibonacci job failed");
+            let why = "The calculator is unavailable right now; try again shortly.".to_owned();
+            page(
+                &api,
+                DEFAULT_COUNTER.to_owned(),
+                Problem::Fib(why, StatusCode::SERVICE_UNAVAILABLE),
+            )
+            .await
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the support module
 
+pub mod postgres;
 pub mod redis;
 pub mod web;
 
@@ -71,6 +72,10 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(config: ServeConfig) -> Self {
+        // TEST_LOG=1 shows the app's logs when debugging a test.
+        if std::env::var_os("TEST_LOG").is_some() {
+            tally::telemetry::init(Some(tally::config::LogFormat::Text));
+        }
         let server = Server::bind(config).await.expect("bind");
         let base = format!("http://{}", server.public_addr());
         let admin = format!("http://{}", server.admin_addr());
@@ -99,6 +104,18 @@ impl TestApp {
     pub async fn on_redis(url: &str) -> Self {
         let mut config = ServeConfig::for_tests();
         config.store = StoreConfig::Redis(RedisTarget::parse_url(url).unwrap());
+        Self::spawn(config).await
+    }
+
+    /// The API on Redis with Postgres: the Fibonacci job routes work.
+    pub async fn with_jobs(redis: &redis::RedisProcess, pg: &postgres::Postgres) -> Self {
+        let mut config = ServeConfig::for_tests();
+        config.store =
+            StoreConfig::Redis(RedisTarget::parse_url(&redis.url(redis::PASSWORD)).unwrap());
+        config.database = Some(tally::config::DatabaseConfig {
+            url: tally::config::Secret::new(pg.url()),
+            password: Some(tally::config::Secret::new(postgres::PG_PASSWORD)),
+        });
         Self::spawn(config).await
     }
 
@@ -296,4 +313,23 @@ impl Drop for BinaryApp {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `tally worker` as a child process on `redis`, reclaiming after 2 s.
+pub fn worker(redis: &redis::RedisProcess, name: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg("worker")
+        .env_clear()
+        .env("TALLY_REDIS_URL", redis.url(redis::PASSWORD))
+        .env(
+            "TALLY_ADMIN_LISTEN",
+            format!("127.0.0.1:{}", redis::free_port()),
+        )
+        .env("TALLY_WORKER_NAME", name)
+        .env("TALLY_RECLAIM_IDLE", "2s")
+        .env("TALLY_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }

@@ -16,7 +16,10 @@ use tokio::time::{timeout_at, Instant};
 
 mod client;
 mod counters;
+mod jobs;
 mod messages;
+
+pub use self::jobs::{FibStatus, Job};
 
 pub(crate) use self::client::{classify, connect, connection_info};
 

@@ -86,5 +86,45 @@
     }
   });
 
+  const fibForm = document.getElementById("fib-form");
+  const fibValues = document.getElementById("fib-values");
+
+  // Fills in pending values as the workers finish them, without a reload.
+  async function refreshPending() {
+    if (!fibValues) return;
+    for (const li of fibValues.querySelectorAll("li")) {
+      const pending = li.querySelector(".pending");
+      if (!pending) continue;
+      const response = await fetch("/api/v1/fib/" + li.dataset.index, { headers: { Accept: "application/json" } });
+      if (response.status === 200) {
+        const value = (await response.json()).value;
+        const span = document.createElement("span");
+        span.className = "value";
+        span.title = value;
+        span.textContent = value.length <= 24 ? value : value.slice(0, 10) + "…" + value.slice(-6) + " (" + value.length + " digits)";
+        pending.replaceWith(span);
+      }
+    }
+  }
+
+  if (fibForm) {
+    fibForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const index = Number(document.getElementById("fib-index").value);
+      const response = await fetch("/api/v1/fib", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ index: index }),
+      }).catch(() => null);
+      if (response && response.ok) {
+        // The server renders the lists; a reload is the simplest way to show the new index.
+        window.location.reload();
+      } else {
+        fibForm.submit();
+      }
+    });
+  }
+
   setInterval(() => refreshMessages().catch(() => {}), 10000);
+  setInterval(() => refreshPending().catch(() => {}), 1000);
 })();
