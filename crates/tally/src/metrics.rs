@@ -1,10 +1,12 @@
 //! Prometheus metrics. Every metric is described here and documented in docs/metrics.md.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram, Unit,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -83,17 +85,63 @@ fn describe() {
     );
 }
 
+/// Series handles are looked up in the registry once per (route, method, status) and thread,
+/// then reused: registering on every request (label allocation, hashing) was 15 % of the
+/// instructions of a counter request (bench/README.md). Bounded, in case of a label explosion.
+const MAX_CACHED_SERIES: usize = 256;
+
+struct HttpSeries {
+    route: String,
+    method: String,
+    status: u16,
+    requests: Counter,
+    duration: Histogram,
+}
+
+thread_local! {
+    static HTTP_SERIES: RefCell<Vec<HttpSeries>> = const { RefCell::new(Vec::new()) };
+    static STORE_SERIES: RefCell<Vec<(&'static str, Histogram)>> = const { RefCell::new(Vec::new()) };
+}
+
 pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
-    let (route, method) = (route.to_owned(), method.to_owned());
-    counter!("http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
-        .increment(1);
-    histogram!("http_request_duration_seconds", "route" => route, "method" => method)
-        .record(elapsed.as_secs_f64());
+    let seconds = elapsed.as_secs_f64();
+    HTTP_SERIES.with_borrow_mut(|cache| {
+        let known = cache
+            .iter()
+            .find(|s| s.status == status && s.route == route && s.method == method);
+        if let Some(s) = known {
+            s.requests.increment(1);
+            s.duration.record(seconds);
+            return;
+        }
+        let (r, m) = (route.to_owned(), method.to_owned());
+        let series = HttpSeries {
+            requests: counter!("http_requests_total", "route" => r.clone(), "method" => m.clone(), "status" => status.to_string()),
+            duration: histogram!("http_request_duration_seconds", "route" => r.clone(), "method" => m.clone()),
+            route: r,
+            method: m,
+            status,
+        };
+        series.requests.increment(1);
+        series.duration.record(seconds);
+        if cache.len() < MAX_CACHED_SERIES {
+            cache.push(series);
+        }
+    });
 }
 
 pub fn store_command(command: &'static str, elapsed: Duration, error: Option<&StoreError>) {
-    histogram!("tally_store_command_duration_seconds", "command" => command)
-        .record(elapsed.as_secs_f64());
+    STORE_SERIES.with_borrow_mut(|cache| {
+        let at = match cache.iter().position(|(c, _)| *c == command) {
+            Some(at) => at,
+            None => {
+                let h = histogram!("tally_store_command_duration_seconds", "command" => command);
+                cache.push((command, h));
+                cache.len() - 1
+            }
+        };
+        cache[at].1.record(elapsed.as_secs_f64());
+    });
     if let Some(e) = error {
         counter!("tally_store_errors_total", "command" => command, "kind" => e.metric_kind())
             .increment(1);
