@@ -89,8 +89,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         key_prefix = %config.key_prefix,
         request_timeout = ?config.request_timeout,
         idempotency_ttl = ?config.idempotency_ttl,
-        shutdown_delay = ?config.shutdown_delay,
-        shutdown_timeout = ?config.shutdown_timeout,
+        shutdown_delay = ?config.drain.delay,
+        shutdown_timeout = ?config.drain.timeout,
         "starting tally serve"
     );
     let server = crate::serve::Server::bind(config).await?;

@@ -6,6 +6,7 @@
 //! the public listener closes and in-flight requests get `timeout` to finish.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,10 +16,38 @@ use tokio::sync::watch;
 
 use crate::health::Health;
 
-#[derive(Debug, Clone, Copy)]
+/// The shutdown timing, as flags of `serve` and `web`.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct Drain {
+    /// After SIGTERM, /readyz answers 503 and requests are still served this long, so load
+    /// balancers stop sending traffic before the listener closes.
+    #[arg(long = "shutdown-delay", env = "TALLY_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
     pub delay: Duration,
+
+    /// After the delay, how long in-flight requests get to finish before the process exits.
+    #[arg(long = "shutdown-timeout", env = "TALLY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+}
+
+/// Binds the public and the admin listener (port 0 picks a free port).
+pub async fn bind(
+    public: SocketAddr,
+    admin: SocketAddr,
+) -> anyhow::Result<(TcpListener, TcpListener)> {
+    let p = TcpListener::bind(public)
+        .await
+        .with_context(|| format!("cannot listen on {public}"))?;
+    let a = TcpListener::bind(admin)
+        .await
+        .with_context(|| format!("cannot listen on {admin} (admin)"))?;
+    Ok((p, a))
+}
+
+/// The address a bound listener listens on.
+pub fn address(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
 }
 
 pub struct Listeners {

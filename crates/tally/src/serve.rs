@@ -3,14 +3,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::ServeConfig;
 use crate::db::Database;
 use crate::health::Health;
 use crate::http::{admin_router, public_router, AppState};
-use crate::lifecycle::{serve_until, Drain, Listeners};
+use crate::lifecycle::{serve_until, Listeners};
 use crate::store::{KeySpace, Store};
 
 pub struct Server {
@@ -23,12 +22,7 @@ pub struct Server {
 impl Server {
     /// Binds both listeners (port 0 picks a free port) and builds the store; does not serve yet.
     pub async fn bind(config: ServeConfig) -> anyhow::Result<Self> {
-        let public = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let admin = TcpListener::bind(config.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+        let (public, admin) = crate::lifecycle::bind(config.listen, config.admin_listen).await?;
         let store = Store::from_config(
             &config.store,
             KeySpace::new(config.key_prefix.clone())
@@ -61,15 +55,11 @@ impl Server {
     }
 
     pub fn public_addr(&self) -> SocketAddr {
-        self.public
-            .local_addr()
-            .expect("a bound listener has an address")
+        crate::lifecycle::address(&self.public)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .expect("a bound listener has an address")
+        crate::lifecycle::address(&self.admin)
     }
 
     /// Serves until `shutdown` completes, then drains (see `lifecycle`).
@@ -99,10 +89,7 @@ impl Server {
             public: (public, public_router(state.clone())),
             admin: (admin, admin_router(state.clone())),
         };
-        let drain = Drain {
-            delay: config.shutdown_delay,
-            timeout: config.shutdown_timeout,
-        };
+        let drain = config.drain;
         let result = serve_until(listeners, state.health.clone(), drain, shutdown).await;
         watcher.abort();
         setup.abort();

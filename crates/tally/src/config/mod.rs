@@ -14,6 +14,7 @@ pub use self::redis::{
     DurabilityMode, RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig,
 };
 pub use self::secret::Secret;
+pub use crate::lifecycle::Drain;
 pub use crate::store::Durability;
 
 /// Every flag of `tally serve`; each one can also be set by the environment variable it names.
@@ -73,14 +74,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_READINESS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub readiness_interval: Duration,
 
-    /// After SIGTERM, /readyz answers 503 and requests are still served this long, so load
-    /// balancers stop sending traffic before the listener closes.
-    #[arg(long, env = "TALLY_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub shutdown_delay: Duration,
-
-    /// After the delay, how long in-flight requests get to finish before the process exits.
-    #[arg(long, env = "TALLY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_timeout: Duration,
+    #[command(flatten)]
+    pub drain: Drain,
 
     /// Log format: json (default when stdout is not a terminal) or text.
     #[arg(long, env = "TALLY_LOG_FORMAT")]
@@ -115,8 +110,7 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     pub idempotency_ttl: Duration,
     pub readiness_interval: Duration,
-    pub shutdown_delay: Duration,
-    pub shutdown_timeout: Duration,
+    pub drain: Drain,
 }
 
 impl ServeConfig {
@@ -172,8 +166,7 @@ impl ServeConfig {
             request_timeout: args.request_timeout,
             idempotency_ttl: args.idempotency_ttl,
             readiness_interval: args.readiness_interval,
-            shutdown_delay: args.shutdown_delay,
-            shutdown_timeout: args.shutdown_timeout,
+            drain: args.drain,
         })
     }
 
@@ -192,8 +185,10 @@ impl ServeConfig {
             request_timeout: Duration::from_secs(2),
             idempotency_ttl: Duration::from_secs(600),
             readiness_interval: Duration::from_millis(200),
-            shutdown_delay: Duration::ZERO,
-            shutdown_timeout: Duration::from_secs(10),
+            drain: Drain {
+                delay: Duration::ZERO,
+                timeout: Duration::from_secs(10),
+            },
         }
     }
 }
@@ -283,7 +278,7 @@ mod tests {
         let args = parse(&["--request-timeout", "250ms", "--shutdown-delay", "0s"]);
         let cfg = ServeConfig::resolve(&args, &env_of(&[])).unwrap();
         assert_eq!(cfg.request_timeout, Duration::from_millis(250));
-        assert_eq!(cfg.shutdown_delay, Duration::ZERO);
+        assert_eq!(cfg.drain.delay, Duration::ZERO);
         let zero = parse(&["--request-timeout", "0s"]);
         assert!(ServeConfig::resolve(&zero, &env_of(&[])).is_err());
     }

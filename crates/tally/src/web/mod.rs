@@ -44,13 +44,8 @@ pub struct WebArgs {
     #[arg(long, env = "TALLY_READINESS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub readiness_interval: Duration,
 
-    /// After SIGTERM: not ready, still serving, this long.
-    #[arg(long, env = "TALLY_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub shutdown_delay: Duration,
-
-    /// Then: how long in-flight requests get to finish.
-    #[arg(long, env = "TALLY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_timeout: Duration,
+    #[command(flatten)]
+    pub drain: Drain,
 
     /// Log format: json (default when stdout is not a terminal) or text.
     #[arg(long, env = "TALLY_LOG_FORMAT")]
@@ -89,12 +84,7 @@ pub struct WebServer {
 
 impl WebServer {
     pub async fn bind(args: WebArgs, api_url: &str) -> anyhow::Result<Self> {
-        let public = TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let admin = TcpListener::bind(args.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
+        let (public, admin) = crate::lifecycle::bind(args.listen, args.admin_listen).await?;
         let api = ApiClient::new(api_url, args.request_timeout)?;
         Ok(Self {
             public,
@@ -105,15 +95,11 @@ impl WebServer {
     }
 
     pub fn public_addr(&self) -> SocketAddr {
-        self.public
-            .local_addr()
-            .expect("a bound listener has an address")
+        crate::lifecycle::address(&self.public)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .expect("a bound listener has an address")
+        crate::lifecycle::address(&self.admin)
     }
 
     pub async fn run(
@@ -135,10 +121,7 @@ impl WebServer {
             public: (self.public, routes::public_router(self.api.clone())),
             admin: (self.admin, admin::router(admin_state)),
         };
-        let drain = Drain {
-            delay: self.args.shutdown_delay,
-            timeout: self.args.shutdown_timeout,
-        };
+        let drain = self.args.drain;
         let result = serve_until(listeners, health, drain, shutdown).await;
         watcher.abort();
         result

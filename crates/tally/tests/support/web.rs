@@ -21,8 +21,10 @@ impl Web {
             api_url: Some(api_url.to_owned()),
             request_timeout: Duration::from_millis(800),
             readiness_interval: Duration::from_millis(100),
-            shutdown_delay: Duration::ZERO,
-            shutdown_timeout: Duration::from_secs(5),
+            drain: tally::config::Drain {
+                delay: Duration::ZERO,
+                timeout: Duration::from_secs(5),
+            },
             log_format: None,
         };
         let server = WebServer::bind(args, api_url).await.unwrap();
