@@ -50,19 +50,20 @@ done
 
 switched=0
 if [ -n "$asked" ]; then
-  waited=0
-  while [ "$waited" -lt "$PRESTOP_TIMEOUT_SECONDS" ]; do
+  # Poll 5 times a second: writes stay paused until the switch is seen, and a writer's request
+  # deadline (tally: 2 s) must outlast the pause. `sleep 0.2` is not POSIX; where it fails, 1 s.
+  ticks=0
+  while [ "$ticks" -lt $((PRESTOP_TIMEOUT_SECONDS * 5)) ]; do
     now=$(sentinel_master_of "$asked")
     if [ -n "$now" ] && ! same_node "$now" "$MY_REDIS"; then
-      log "master moved to $now after ${waited}s"
+      log "master moved to $now after $((ticks / 5)).$((ticks % 5 * 2))s"
       switched=1
       # Become its replica now rather than when the sentinels get to it (seconds later), so the
       # writers paused here get READONLY instead of writing to a master that has been replaced.
       redis_cli "$MY_REDIS" REPLICAOF "$(host_of "$now")" "$(port_of "$now")" >/dev/null 2>&1 || true
       break
     fi
-    sleep 1
-    waited=$((waited + 1))
+    if sleep 0.2 2>/dev/null; then ticks=$((ticks + 1)); else sleep 1 && ticks=$((ticks + 5)); fi
   done
   [ "$switched" -eq 1 ] || log "the sentinels did not switch within ${PRESTOP_TIMEOUT_SECONDS}s"
 else
