@@ -473,12 +473,16 @@ s8() {
   order+=("$m")
   start_check s8 75
   at 3
+  # The holder stays: it keeps the pod's name resolvable. In a cluster a name that is gone gets
+  # NXDOMAIN at once; Docker's DNS makes such a lookup hang (1 s per query with compose.yaml's
+  # dns_opt), and redis-sentinel resolves on its main thread: a few of those lookups in a row put
+  # a sentinel in TILT mode for 30 s, and a TILTed sentinel asked to fail over stalls the handover.
   for n in "${order[@]}"; do
     event "restart pod $n$([ "$n" = "$m" ] && echo ' (the master, last)'): preStop hook, SIGTERM, start"
     d exec "$(cid "redis-$n")" sh /opt/tally-redis/prestop-redis.sh >>"$ART/s8-prestop.log" 2>&1 || true
-    pod_do "$n" stop -t 60
+    d stop -t 60 "$(cid "redis-$n")" "$(cid "sentinel-$n")" >/dev/null
     event "pod $n stopped"
-    pod_ctl start "$n"
+    d start "$(cid "redis-$n")" "$(cid "sentinel-$n")" >/dev/null
     # As the StatefulSet controller: the next pod only when this one is ready.
     wait_until 60 "pod $n ready" pod_ready "$n" || extra="pod $n not ready"
     event "pod $n ready"
