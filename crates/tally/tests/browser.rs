@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use support::postgres::Postgres;
 use support::redis::{free_port, RedisProcess};
 use support::web::Web;
@@ -72,15 +73,12 @@ async fn browser(driver: &Driver, javascript: bool) -> Client {
     if !javascript {
         args.push("--blink-settings=scriptEnabled=false".into());
     }
-    // Several TLS stacks are linked in; pick one for the WebDriver client (it speaks plain HTTP).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
         serde_json::json!({ "args": args, "binary": "/usr/bin/chromium" }),
     );
-    ClientBuilder::rustls()
-        .expect("rustls client")
+    ClientBuilder::new(HttpConnector::new())
         .capabilities(caps)
         .connect(&driver.url)
         .await

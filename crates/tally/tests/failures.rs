@@ -255,6 +255,37 @@ async fn sentinel_mode_finds_the_master_and_follows_a_failover() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_sentinel_does_not_hold_up_discovery() {
+    let setup = SentinelSetup::start();
+    setup.sentinels[0].signal("-STOP");
+    let mut config = ServeConfig::for_tests();
+    config.store = StoreConfig::Sentinel(SentinelTarget {
+        sentinels: setup
+            .sentinels
+            .iter()
+            .map(|s| ("127.0.0.1".to_owned(), s.port))
+            .collect(),
+        master_name: "mymaster".into(),
+        sentinel_username: None,
+        sentinel_password: Some(Secret::new(PASSWORD)),
+        auth: RedisAuth {
+            username: None,
+            password: Some(Secret::new(PASSWORD)),
+            db: 0,
+        },
+    });
+    config.request_timeout = Duration::from_secs(2);
+    let app = TestApp::spawn(config).await;
+    let started = Instant::now();
+    let (status, body) = app.json("/h").await;
+    let took = started.elapsed();
+    setup.sentinels[0].signal("-CONT");
+    assert_eq!(status, 200, "{body}");
+    // The two live sentinels agree at once; the hung one is not waited for.
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let redis = RedisProcess::server("");
     let mut app = BinaryApp::start(&[

@@ -88,25 +88,31 @@ impl SentinelResolver {
         }
     }
 
+    /// Asks every sentinel at once and returns as soon as a majority names the same address:
+    /// a hung sentinel (paused, or on the far side of a partition) must not hold discovery up
+    /// for the whole deadline when the others already agree. The unanswered asks are dropped.
     async fn majority_master(&self, budget: Duration) -> Result<(String, u16), StoreError> {
         let mut asks = JoinSet::new();
         for info in &self.sentinels {
             let (info, name) = (info.clone(), self.master_name.clone());
             asks.spawn(async move { ask_sentinel(info, name, budget).await });
         }
+        let needed = self.sentinels.len() / 2 + 1;
         let mut votes: HashMap<(String, u16), usize> = HashMap::new();
         let mut failures = Vec::new();
         while let Some(answer) = asks.join_next().await {
             match answer {
-                Ok(Ok(Some(addr))) => *votes.entry(addr).or_default() += 1,
+                Ok(Ok(Some(addr))) => {
+                    let count = votes.entry(addr.clone()).or_default();
+                    *count += 1;
+                    if *count >= needed {
+                        return Ok(addr);
+                    }
+                }
                 Ok(Ok(None)) => failures.push("a sentinel does not know the master".to_owned()),
                 Ok(Err(e)) => failures.push(e.to_string()),
                 Err(e) => failures.push(e.to_string()),
             }
-        }
-        let needed = self.sentinels.len() / 2 + 1;
-        if let Some((addr, _)) = votes.iter().find(|(_, n)| **n >= needed) {
-            return Ok(addr.clone());
         }
         let named: Vec<String> = votes
             .iter()

@@ -140,6 +140,19 @@ impl RedisProcess {
         }
     }
 
+    /// SIGSTOP / SIGCONT: a hung process that still holds its port (the kernel accepts
+    /// connections, nothing answers).
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let pid = child.id().to_string();
+            assert!(Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .unwrap()
+                .success());
+        }
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
