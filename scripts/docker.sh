@@ -337,9 +337,10 @@ smoke_test() {
     bad "tally check in the image"
   fi
   # Every subcommand that `tally --help` lists starts (prints its help) in the hardened image.
+  # (awk reads to the end: leaving early would SIGPIPE docker and, with pipefail, end the script.)
   local sub subs
   subs=$("$DOCKER" run --rm "${harden[@]}" "$TALLY_IMAGE" --help 2>/dev/null \
-    | awk '/^Commands:/ { on = 1; next } on && /^$/ { exit } on && $1 != "help" { print $1 }')
+    | awk '/^Commands:/ { on = 1; next } /^$/ { on = 0 } on && $1 != "help" { print $1 }')
   expect "tally --help lists subcommands ($(echo "$subs" | tr '\n' ' '))" [ -n "$subs" ]
   expect "tally --version" quiet "$DOCKER" run --rm "${harden[@]}" "$TALLY_IMAGE" --version
   for sub in $subs; do
