@@ -105,6 +105,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The container id of a compose service, looked up once.
+declare -A CID
+cid() {
+  if [ -z "${CID[$1]:-}" ]; then CID[$1]=$(compose ps -q "$1"); fi
+  echo "${CID[$1]}"
+}
+
 save_logs() {
   local s
   for s in redis-0 sentinel-0 redis-1 sentinel-1 redis-2 sentinel-2 tally-1 tally-2 lb; do
@@ -142,12 +149,6 @@ STARTED_STACK=1
 log "starting the stack (project $PROJECT, subnet $TALLY_SUBNET, HAProxy on $LB)"
 compose up -d --no-build >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; exit 1; }
 note_network "$NET"
-
-declare -A CID
-cid() {
-  if [ -z "${CID[$1]:-}" ]; then CID[$1]=$(compose ps -q "$1"); fi
-  echo "${CID[$1]}"
-}
 
 # ---------------------------------------------------------------------------------------------
 # Looking at the system.

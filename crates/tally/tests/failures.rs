@@ -169,9 +169,8 @@ async fn hung_redis_costs_at_most_the_deadline() {
     assert!(matches!(body["count"].as_i64(), Some(2 | 3)), "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sentinel_mode_finds_the_master_and_follows_a_failover() {
-    let setup = SentinelSetup::start();
+/// The app in Sentinel mode on `setup`, with the passwords the test processes use.
+fn sentinel_config(setup: &SentinelSetup) -> ServeConfig {
     let mut config = ServeConfig::for_tests();
     config.store = StoreConfig::Sentinel(SentinelTarget {
         sentinels: setup
@@ -188,6 +187,13 @@ async fn sentinel_mode_finds_the_master_and_follows_a_failover() {
             db: 0,
         },
     });
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_mode_finds_the_master_and_follows_a_failover() {
+    let setup = SentinelSetup::start();
+    let mut config = sentinel_config(&setup);
     // Sentinel mode's default: acknowledge only what a replica has.
     config.durability = Durability::Replicated {
         replicas: 1,
@@ -258,22 +264,7 @@ async fn sentinel_mode_finds_the_master_and_follows_a_failover() {
 async fn a_hung_sentinel_does_not_hold_up_discovery() {
     let setup = SentinelSetup::start();
     setup.sentinels[0].signal("-STOP");
-    let mut config = ServeConfig::for_tests();
-    config.store = StoreConfig::Sentinel(SentinelTarget {
-        sentinels: setup
-            .sentinels
-            .iter()
-            .map(|s| ("127.0.0.1".to_owned(), s.port))
-            .collect(),
-        master_name: "mymaster".into(),
-        sentinel_username: None,
-        sentinel_password: Some(Secret::new(PASSWORD)),
-        auth: RedisAuth {
-            username: None,
-            password: Some(Secret::new(PASSWORD)),
-            db: 0,
-        },
-    });
+    let mut config = sentinel_config(&setup);
     config.request_timeout = Duration::from_secs(2);
     let app = TestApp::spawn(config).await;
     let started = Instant::now();
