@@ -117,7 +117,7 @@ async fn a_person_posts_a_message_and_counts_in_chromium() {
     let pg = Postgres::start();
     let api = TestApp::with_jobs(&redis, &pg).await;
     let web = Web::start(&api.base).await;
-    let mut worker = support::worker(&redis, "browser-worker");
+    let _worker = support::worker(&redis, "browser-worker");
     let driver = chromedriver();
 
     for javascript in [true, false] {
@@ -221,6 +221,4 @@ async fn a_person_posts_a_message_and_counts_in_chromium() {
     }
     assert_eq!(redis.cli(&["XLEN", "tally:messages"]).unwrap().trim(), "2");
     assert_eq!(redis.cli(&["GET", "count:demo"]).unwrap().trim(), "2");
-    let _ = worker.kill();
-    let _ = worker.wait();
 }

@@ -80,7 +80,7 @@ async fn a_thousand_jobs_complete_correctly_while_a_worker_is_killed() {
     assert!(ghost.contains("9000"), "{ghost}");
 
     let mut first = support::worker(&redis, "worker-a");
-    let first_pid = first.id().to_string();
+    let first_pid = first.0.id().to_string();
     let mut second = support::worker(&redis, "worker-b");
     // 1000 submissions over 200 distinct indexes, 20 at a time.
     let indexes: Vec<u32> = (0..1000).map(|n| (n * 37 % 200) as u32 * 50).collect();
@@ -104,7 +104,7 @@ async fn a_thousand_jobs_complete_correctly_while_a_worker_is_killed() {
         statuses.iter().all(|s| *s == 200 || *s == 202),
         "{statuses:?}"
     );
-    let _ = first.wait();
+    let _ = first.0.wait();
 
     let mut expected: Vec<u32> = indexes.clone();
     expected.extend(9_000..9_005);
@@ -153,9 +153,9 @@ async fn a_thousand_jobs_complete_correctly_while_a_worker_is_killed() {
     assert_eq!((status, &again["status"]), (200, &json!("done")));
 
     let _ = Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
+        .args(["-TERM", &second.0.id().to_string()])
         .status();
-    let code = second.wait().unwrap();
+    let code = second.0.wait().unwrap();
     assert!(code.success(), "a worker exits 0 on SIGTERM: {code:?}");
 }
 
@@ -206,7 +206,7 @@ async fn bad_submissions_and_unknown_indexes() {
     redis
         .cli(&["XADD", "tally:fib:jobs", "*", "index", "not-a-number"])
         .unwrap();
-    let mut w = support::worker(&redis, "worker-c");
+    let _worker = support::worker(&redis, "worker-c");
     let deadline = Instant::now() + Duration::from_secs(10);
     while redis.cli(&["XLEN", "tally:fib:dead"]).unwrap().trim() != "1" {
         assert!(
@@ -215,8 +215,6 @@ async fn bad_submissions_and_unknown_indexes() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = w.kill();
-    let _ = w.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

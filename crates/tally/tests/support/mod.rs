@@ -315,9 +315,19 @@ impl Drop for BinaryApp {
     }
 }
 
+/// A `tally worker` child process, killed when dropped (also when a test fails).
+pub struct WorkerProcess(pub Child);
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `tally worker` as a child process on `redis`, reclaiming after 2 s.
-pub fn worker(redis: &redis::RedisProcess, name: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tally"))
+pub fn worker(redis: &redis::RedisProcess, name: &str) -> WorkerProcess {
+    let child = Command::new(env!("CARGO_BIN_EXE_tally"))
         .arg("worker")
         .env_clear()
         .env("TALLY_REDIS_URL", redis.url(redis::PASSWORD))
@@ -331,5 +341,6 @@ pub fn worker(redis: &redis::RedisProcess, name: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    WorkerProcess(child)
 }
