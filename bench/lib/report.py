@@ -20,13 +20,14 @@ LABELS = {
     "tally-sentinel": "tally, Sentinel (replicated: WAIT 1)",
     "webdis": "webdis, INCR",
     "node": "Node.js: fastify + ioredis, 2 workers",
+    "tally-redis-2t": "tally, Redis (async), 2 worker threads",
     "tally-redis-infolog": "tally, Redis (async), RUST_LOG=info",
     "redis-incr": "redis-benchmark -t incr",
     "redis-incr-P16": "redis-benchmark -t incr -P 16",
 }
 ORDER = list(LABELS)
 PEERS = ["webdis", "node"]
-TALLY = ["tally-memory", "tally-redis", "tally-sentinel", "tally-redis-infolog"]
+TALLY = ["tally-memory", "tally-redis", "tally-sentinel", "tally-redis-2t", "tally-redis-infolog"]
 RSS_LIMIT_MB = 32
 
 
@@ -216,15 +217,16 @@ def other_ratios(summary, concs):
             ("tally-redis", "nginx", "tally (Redis) / nginx constant"),
             ("tally-redis", "redis-incr", "tally (Redis) / redis-benchmark INCR unpipelined"),
             ("tally-redis-infolog", "tally-redis", "tally with RUST_LOG=info / RUST_LOG=warn"),
+            ("tally-redis-2t", "tally-redis", "tally with 2 worker threads / 1"),
         ]:
             x, y = get(a, c, "rps"), get(b, c, "rps")
             if x and y:
                 out.append({"ratio": what, "conc": c, "value": x / y})
-        x, y = get("tally-redis-infolog", c, "server_cpu_per_10k"), get("tally-redis", c,
-                                                                      "server_cpu_per_10k")
-        if x and y:
-            out.append({"ratio": "tally CPU/10k with RUST_LOG=info / RUST_LOG=warn", "conc": c,
-                        "value": x / y})
+        for a, what in [("tally-redis-infolog", "RUST_LOG=info / RUST_LOG=warn"),
+                        ("tally-redis-2t", "2 worker threads / 1")]:
+            x, y = get(a, c, "server_cpu_per_10k"), get("tally-redis", c, "server_cpu_per_10k")
+            if x and y:
+                out.append({"ratio": f"tally CPU/10k with {what}", "conc": c, "value": x / y})
     return out
 
 

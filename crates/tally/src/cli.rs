@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 use crate::check::CheckArgs;
@@ -24,6 +25,34 @@ pub struct Cli {
     /// `tally` without a subcommand takes the flags of `tally serve`.
     #[command(flatten)]
     pub serve: ServeArgs,
+
+    /// Threads that run requests. Default: the CPUs this process may use (a container's CPU
+    /// limit counts). One thread per CPU of the limit is the efficient setting; with one, tally
+    /// runs a single-threaded scheduler, which batches Redis commands best (bench/README.md).
+    #[arg(long, global = true, env = "TALLY_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<NonZeroUsize>,
+}
+
+impl Cli {
+    /// The Tokio runtime every subcommand runs on.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let threads = self
+            .worker_threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get);
+        let mut builder = if threads == 1 {
+            // Work-stealing buys nothing on one thread, and its LIFO slot runs the Redis
+            // connection task right after each request that woke it: one write per command.
+            // The single-threaded scheduler runs woken tasks in order, so the connection task
+            // runs after the requests that are ready and sends their commands in one write.
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        };
+        builder.enable_all().build()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -53,7 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Web(args)) => return web(args).await.map(|()| ExitCode::SUCCESS),
         Some(Command::Worker(args)) => {
-            crate::telemetry::init(args.log_format);
+            let _log = crate::telemetry::init(args.log_format);
             return crate::worker::run(*args).await.map(|()| ExitCode::SUCCESS);
         }
         None => cli.serve,
@@ -62,7 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn web(args: WebArgs) -> anyhow::Result<()> {
-    crate::telemetry::init(args.log_format);
+    let _log = crate::telemetry::init(args.log_format);
     let api_url = args.resolve_api_url(&|name| std::env::var(name).ok())?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -78,7 +107,7 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    crate::telemetry::init(args.log_format);
+    let _log = crate::telemetry::init(args.log_format);
     let config = ServeConfig::resolve(&args, &|name| std::env::var(name).ok())?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -91,6 +120,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idempotency_ttl = ?config.idempotency_ttl,
         shutdown_delay = ?config.drain.delay,
         shutdown_timeout = ?config.drain.timeout,
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "starting tally serve"
     );
     let server = crate::serve::Server::bind(config).await?;

@@ -5,10 +5,16 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = tally::cli::Cli::parse();
-    match tally::cli::run(cli).await {
+    let runtime = match cli.runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tally: error: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(tally::cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             // Errors are built never to contain secrets (see config::Secret).

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use crate::config::ServeConfig;
 use crate::db::Database;
 use crate::health::Health;
-use crate::http::{admin_router, public_router, AppState};
+use crate::http::{admin_router, public_router, AppContext, AppState};
 use crate::lifecycle::{serve_until, Listeners};
 use crate::store::{KeySpace, Store};
 
@@ -37,7 +37,7 @@ impl Server {
             )?),
             None => None,
         };
-        let state = AppState {
+        let state = AppState::new(AppContext {
             store,
             health: Health::new("store", "tally_store_up"),
             metrics: crate::metrics::handle(),
@@ -45,7 +45,7 @@ impl Server {
             idempotency_ttl: config.idempotency_ttl,
             database,
             fib_max_index: config.fib_max_index,
-        };
+        });
         Ok(Self {
             config,
             state,

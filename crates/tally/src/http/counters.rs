@@ -52,8 +52,11 @@ async fn increment(
         ttl: state.idempotency_ttl,
     });
     let done = state.store.incr(&id, idem, state.request_timeout).await?;
-    // The hot path: a fixed shape, written directly rather than through serde.
-    let body = format!("{{\"count\":{}}}", done.count);
+    // The hot path: a fixed shape, written directly rather than through serde or fmt.
+    let mut body = String::with_capacity(32);
+    body.push_str("{\"count\":");
+    body.push_str(itoa::Buffer::new().format(done.count));
+    body.push('}');
     let mut response =
         no_store(([(header::CONTENT_TYPE, "application/json")], body).into_response());
     if done.replayed {

@@ -51,15 +51,13 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     crate::metrics::http_request(route, method.as_str(), status, elapsed);
-    tracing::info!(
-        target: "tally::access",
-        method = %method,
-        route = %route,
+    crate::telemetry::access(&crate::telemetry::AccessEntry {
+        method: method.as_str(),
+        route,
         status,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        request_id = request_id.to_str().unwrap_or_default(),
-        "request"
-    );
+        latency: elapsed,
+        request_id: request_id.to_str().unwrap_or_default(),
+    });
     response.headers_mut().insert(REQUEST_ID, request_id);
     response
 }
@@ -69,8 +67,9 @@ fn is_sane_request_id(id: &[u8]) -> bool {
 }
 
 fn new_request_id() -> HeaderValue {
-    HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-        .expect("a UUID is a valid header value")
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(id).expect("a UUID is a valid header value")
 }
 
 #[cfg(test)]

@@ -65,7 +65,10 @@ impl KeySpace {
     }
 
     pub fn counter(&self, id: &str) -> String {
-        format!("{}{id}", self.counter_prefix)
+        let mut key = String::with_capacity(self.counter_prefix.len() + id.len());
+        key.push_str(&self.counter_prefix);
+        key.push_str(id);
+        key
     }
 
     /// Idempotency records live apart from counters and messages, one namespace per operation,

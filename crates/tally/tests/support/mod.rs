@@ -74,7 +74,8 @@ impl TestApp {
     pub async fn spawn(config: ServeConfig) -> Self {
         // TEST_LOG=1 shows the app's logs when debugging a test.
         if std::env::var_os("TEST_LOG").is_some() {
-            tally::telemetry::init(Some(tally::config::LogFormat::Text));
+            // The first subscriber stays for the whole test process, and so must its writer.
+            std::mem::forget(tally::telemetry::init(Some(tally::config::LogFormat::Text)));
         }
         let server = Server::bind(config).await.expect("bind");
         let base = format!("http://{}", server.public_addr());

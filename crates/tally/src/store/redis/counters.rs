@@ -32,13 +32,25 @@ impl RedisStore {
     ) -> Result<Incremented, StoreError> {
         let counter = self.inner.keys.counter(id);
         let Some(idem) = idem else {
-            let cmd = redis::cmd("INCR").arg(&counter).to_owned();
+            let mut cmd = redis::cmd("INCR");
+            cmd.arg(&counter);
             let count = self.query("incr", true, deadline, cmd).await?;
             return Ok(Incremented {
                 count,
                 replayed: false,
             });
         };
+        // Boxed: the script's future is large and rare; inline, every INCR would move its space.
+        Box::pin(self.incr_idempotent(id, counter, idem, deadline)).await
+    }
+
+    async fn incr_idempotent(
+        &self,
+        id: &str,
+        counter: String,
+        idem: Idempotency<'_>,
+        deadline: Duration,
+    ) -> Result<Incremented, StoreError> {
         let record = self.inner.keys.idempotency("counter", idem.key);
         let (id_owned, ttl) = (id.to_owned(), idem.ttl.as_secs().max(1));
         let (count, first_id, replayed): (i64, String, i64) = self
@@ -61,9 +73,8 @@ impl RedisStore {
     }
 
     pub async fn get(&self, id: &str, deadline: Duration) -> Result<i64, StoreError> {
-        let cmd = redis::cmd("GET")
-            .arg(self.inner.keys.counter(id))
-            .to_owned();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.inner.keys.counter(id));
         let value: Option<String> = self.query("get", false, deadline, cmd).await?;
         match value {
             None => Ok(0),

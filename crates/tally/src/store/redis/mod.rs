@@ -115,9 +115,9 @@ impl RedisStore {
         deadline: Duration,
         cmd: redis::Cmd,
     ) -> Result<T, StoreError> {
-        self.run(name, write, deadline, move |mut c| {
-            let cmd = cmd.clone();
-            async move { cmd.query_async(&mut c).await }
+        let cmd = &cmd;
+        self.run(name, write, deadline, move |mut c| async move {
+            cmd.query_async(&mut c).await
         })
         .await
     }
@@ -190,9 +190,15 @@ impl RedisStore {
     }
 
     async fn connection(&self, until: Instant) -> Result<Handle, StoreError> {
-        if let Some(live) = self.current() {
-            return Ok(live);
+        match self.current() {
+            Some(live) => Ok(live),
+            // Boxed: connecting is rare and its future is large; inline, every request's
+            // future would carry (and move) its space.
+            None => Box::pin(self.reconnect(until)).await,
         }
+    }
+
+    async fn reconnect(&self, until: Instant) -> Result<Handle, StoreError> {
         let timed_out = || {
             StoreError::unavailable(
                 Unavailable::Timeout,
