@@ -220,6 +220,8 @@ bad_values() {
 --set unknownTopLevelKey=1
 --set autoscaling.minReplicas=0
 --set logFormat=xml
+--set workerThreads=0
+--set workerThreads=two
 --set redis.enabled=false
 --set redis.enabled=false,externalRedis.url=redis://x:6379,externalRedis.sentinels[0]=a:26379
 --set web.enabled=true,web.service.type=Bogus
