@@ -80,3 +80,89 @@ async fn one_worker_thread_counts_exactly_and_logs_every_request() {
     let out = app.output_text();
     assert!(out.contains("\"worker_threads\":1"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stdout_never_holds_up_requests() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let (port, admin) = (support::redis::free_port(), support::redis::free_port());
+    // Nobody reads stdout until the end: the pipe fills after a few hundred lines.
+    let child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg("serve")
+        .env_clear()
+        .env("TALLY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TALLY_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .env("TALLY_LOG_FORMAT", "json")
+        .env("TALLY_WORKER_THREADS", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..250 {
+        if client.get(format!("{base}/warm")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(up, "tally did not start");
+    // ~50,000 lines of ~200 bytes: more than the 8 MB the sink keeps, far more than a pipe holds.
+    let started = std::time::Instant::now();
+    let answered = stream::iter(0..50_000)
+        .map(|_| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                client
+                    .get(format!("{base}/stall"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        })
+        .buffer_unordered(64)
+        .filter(|s| std::future::ready(s.is_success()))
+        .count()
+        .await;
+    assert_eq!(answered, 50_000);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "requests waited for stdout: {:?}",
+        started.elapsed()
+    );
+    // Once stdout moves again, the lines that did not fit are reported.
+    let stdout = child.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("log lines were dropped"))
+    });
+    let report = tokio::task::spawn_blocking(move || reader.join().unwrap());
+    let report = tokio::time::timeout(Duration::from_secs(10), report)
+        .await
+        .expect("a report of the dropped lines")
+        .unwrap()
+        .expect("a report of the dropped lines");
+    let line: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert!(line["dropped"].as_u64().unwrap() > 0, "{report}");
+}
+
+/// The child process ends with the test, also when an assertion fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

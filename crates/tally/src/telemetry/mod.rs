@@ -46,7 +46,7 @@ pub fn init(format: Option<LogFormat>) -> LogGuard {
     } else {
         LogFormat::Json
     });
-    let sink = Sink::start();
+    let sink = Sink::start(format == LogFormat::Json);
     let writer = {
         let sink = sink.clone();
         move || SinkWriter(sink.clone())

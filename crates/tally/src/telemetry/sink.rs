@@ -17,14 +17,17 @@ const MAX_BUFFERED: usize = 8 * 1024 * 1024;
 pub struct Sink {
     buffer: Mutex<Vec<u8>>,
     dropped: AtomicU64,
+    /// The format of the line that reports dropped lines.
+    json: bool,
 }
 
 impl Sink {
     /// Starts the thread that writes the buffer to stdout.
-    pub fn start() -> Arc<Self> {
+    pub fn start(json: bool) -> Arc<Self> {
         let sink = Arc::new(Self {
             buffer: Mutex::new(Vec::with_capacity(64 * 1024)),
             dropped: AtomicU64::new(0),
+            json,
         });
         let weak = Arc::downgrade(&sink);
         let spawned = std::thread::Builder::new()
@@ -66,10 +69,19 @@ impl Sink {
         let _ = out.write_all(&pending).and_then(|()| out.flush());
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            let _ = writeln!(
-                out,
-                r#"{{"level":"WARN","message":"stdout did not keep up; log lines were dropped","dropped":{dropped},"target":"tally::telemetry"}}"#
-            );
+            let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+            let what = "stdout did not keep up; log lines were dropped";
+            let _ = if self.json {
+                writeln!(
+                    out,
+                    r#"{{"timestamp":"{now}","level":"WARN","message":"{what}","dropped":{dropped},"target":"tally::telemetry"}}"#
+                )
+            } else {
+                writeln!(
+                    out,
+                    "{now}  WARN tally::telemetry: {what} dropped={dropped}"
+                )
+            };
         }
     }
 
@@ -101,6 +113,7 @@ mod tests {
         let sink = Sink {
             buffer: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
+            json: true,
         };
         sink.append(b"first\n");
         sink.append(&vec![b'x'; MAX_BUFFERED]);
