@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use support::redis::{RedisProcess, PASSWORD};
-use support::BinaryApp;
+use support::{BinaryApp, KillOnDrop};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_thread_counts_exactly_and_logs_every_request() {
@@ -155,14 +155,4 @@ async fn a_stalled_stdout_never_holds_up_requests() {
         .expect("a report of the dropped lines");
     let line: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert!(line["dropped"].as_u64().unwrap() > 0, "{report}");
-}
-
-/// The child process ends with the test, also when an assertion fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -317,9 +317,10 @@ impl Drop for BinaryApp {
 }
 
 /// A `tally worker` child process, killed when dropped (also when a test fails).
-pub struct WorkerProcess(pub Child);
+/// A child process that ends with the test, also when an assertion fails.
+pub struct KillOnDrop(pub Child);
 
-impl Drop for WorkerProcess {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -327,7 +328,7 @@ impl Drop for WorkerProcess {
 }
 
 /// `tally worker` as a child process on `redis`, reclaiming after 2 s.
-pub fn worker(redis: &redis::RedisProcess, name: &str) -> WorkerProcess {
+pub fn worker(redis: &redis::RedisProcess, name: &str) -> KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_tally"))
         .arg("worker")
         .env_clear()
@@ -338,10 +339,12 @@ pub fn worker(redis: &redis::RedisProcess, name: &str) -> WorkerProcess {
         )
         .env("TALLY_WORKER_NAME", name)
         .env("TALLY_RECLAIM_IDLE", "2s")
+        // As the chart runs workers (limits.cpu 1): one thread, the single-threaded scheduler.
+        .env("TALLY_WORKER_THREADS", "1")
         .env("TALLY_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    WorkerProcess(child)
+    KillOnDrop(child)
 }
