@@ -342,18 +342,9 @@ async fn without_redis_the_binary_warns_and_serves_from_memory() {
     let app = BinaryApp::start(&[]);
     let r = http().get(format!("{}/m", app.base)).send().await.unwrap();
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["count"], 1);
-    let out = app.output_text();
-    assert!(out.contains("in-process memory store"), "{out}");
+    app.output_line("in-process memory store").await;
     // JSON log lines, one per request, with the request id.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let access = app
-        .output
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|l| l.contains("\"tally::access\""))
-        .cloned()
-        .expect("an access log line");
+    let access = app.output_line("\"tally::access\"").await;
     let line: serde_json::Value = serde_json::from_str(&access).unwrap();
     assert_eq!(line["route"], "/{id}");
     assert_eq!(line["status"], 200);

@@ -284,6 +284,28 @@ impl BinaryApp {
         self.output.lock().unwrap().join("\n")
     }
 
+    /// The first output line containing `needle`, waiting for it: tally writes its log lines
+    /// in batches every 20 ms.
+    pub async fn output_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = self
+                .output
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned();
+            match found {
+                Some(line) => return line,
+                None if Instant::now() > deadline => {
+                    panic!("no line with {needle:?} in:\n{}", self.output_text())
+                }
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     pub fn signal(&self, name: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
