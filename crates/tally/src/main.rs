@@ -14,7 +14,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match runtime.block_on(tally::cli::run(cli)) {
+    let outcome = runtime.block_on(tally::cli::run(cli));
+    // Tasks still running end here, so their last log lines are in before the final flush.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let code = match outcome {
         Ok(code) => code,
         Err(e) => {
             // Errors are built never to contain secrets (see config::Secret).
@@ -22,5 +25,7 @@ fn main() -> std::process::ExitCode {
             tracing::error!(error = format!("{e:#}"), "exiting");
             std::process::ExitCode::from(2)
         }
-    }
+    };
+    tally::telemetry::flush();
+    code
 }

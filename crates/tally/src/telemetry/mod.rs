@@ -32,9 +32,14 @@ pub struct LogGuard(());
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        if let Some(sink) = sink() {
-            sink.flush();
-        }
+        flush();
+    }
+}
+
+/// Writes out the buffered log lines now (the last thing before the process exits).
+pub fn flush() {
+    if let Some(sink) = sink() {
+        sink.flush();
     }
 }
 

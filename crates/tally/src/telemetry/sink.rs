@@ -5,7 +5,7 @@
 //! full, lines are dropped and counted, and the count is logged once stdout moves again.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ const MAX_BUFFERED: usize = 8 * 1024 * 1024;
 pub struct Sink {
     buffer: Mutex<Vec<u8>>,
     dropped: AtomicU64,
+    /// False when the log thread could not be started: lines are then written at once.
+    threaded: AtomicBool,
     /// The format of the line that reports dropped lines.
     json: bool,
 }
@@ -27,6 +29,7 @@ impl Sink {
         let sink = Arc::new(Self {
             buffer: Mutex::new(Vec::with_capacity(64 * 1024)),
             dropped: AtomicU64::new(0),
+            threaded: AtomicBool::new(true),
             json,
         });
         let weak = Arc::downgrade(&sink);
@@ -40,6 +43,7 @@ impl Sink {
                 }
             });
         if let Err(e) = spawned {
+            sink.threaded.store(false, Ordering::Relaxed);
             eprintln!("tally: cannot start the log thread ({e}); log lines are written at once");
         }
         sink
@@ -47,6 +51,10 @@ impl Sink {
 
     /// Appends one whole line (or several); never blocks on stdout.
     pub fn append(&self, line: &[u8]) {
+        if !self.threaded.load(Ordering::Relaxed) {
+            let _ = std::io::stdout().lock().write_all(line);
+            return;
+        }
         let mut buffer = self.lock();
         if buffer.len() + line.len() > MAX_BUFFERED {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -57,16 +65,21 @@ impl Sink {
 
     /// Writes out what is buffered. Called by the log thread and when logging ends.
     pub fn flush(&self) {
+        // Stdout first: flushes run one at a time and in order, and the last one at exit waits
+        // for a batch the log thread is still writing.
+        let mut out = std::io::stdout().lock();
         let pending = {
             let mut buffer = self.lock();
             if buffer.is_empty() {
-                return;
+                Vec::new()
+            } else {
+                std::mem::replace(&mut *buffer, Vec::with_capacity(64 * 1024))
             }
-            std::mem::replace(&mut *buffer, Vec::with_capacity(64 * 1024))
         };
-        let mut out = std::io::stdout().lock();
         // Nowhere to report a failed write to stdout; the next flush tries again with new lines.
-        let _ = out.write_all(&pending).and_then(|()| out.flush());
+        if !pending.is_empty() {
+            let _ = out.write_all(&pending).and_then(|()| out.flush());
+        }
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
             let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
@@ -113,6 +126,7 @@ mod tests {
         let sink = Sink {
             buffer: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
+            threaded: AtomicBool::new(true),
             json: true,
         };
         sink.append(b"first\n");
