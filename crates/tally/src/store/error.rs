@@ -74,6 +74,17 @@ impl StoreError {
         }
     }
 
+    /// True when the command certainly did not run, so sending it again cannot apply it twice.
+    pub fn not_executed(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable {
+                kind: Unavailable::Connect | Unavailable::NoMaster | Unavailable::ReadOnly,
+                ..
+            }
+        )
+    }
+
     pub fn metric_kind(&self) -> &'static str {
         match self {
             Self::Unavailable { kind, .. } => kind.as_str(),

@@ -30,6 +30,8 @@ use crate::config::{RedisTarget, SentinelTarget};
 
 /// After a failed connect, requests fail fast for this long instead of each one dialling.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(200);
+/// Between tries to reach the new master after READONLY: sentinels name it within a moment.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -54,6 +56,7 @@ struct Inner {
 struct Live {
     conn: MultiplexedConnection,
     generation: u64,
+    opened: Instant,
     committer: Option<Committer>,
 }
 
@@ -146,10 +149,21 @@ impl RedisStore {
                 ..
             })
         ) {
-            // READONLY: the server refused before executing, so a retry cannot double-apply.
-            // The connection was dropped; the retry finds the new master.
-            crate::metrics::store_retry(name);
-            result = self.attempt(until, write, &op).await;
+            // READONLY: the server was demoted and refused before executing. Any connection
+            // opened before now may lead to it (another request may have reconnected to it just
+            // before the demotion), so drop it too; then try again until a connection reaches
+            // the new master, while nothing has run and the deadline allows.
+            self.invalidate_opened_before(Instant::now());
+            loop {
+                crate::metrics::store_retry(name);
+                result = self.attempt(until, write, &op).await;
+                match &result {
+                    Err(e) if e.not_executed() && Instant::now() + RETRY_PAUSE < until => {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                    _ => break,
+                }
+            }
         }
         crate::metrics::store_command(name, started.elapsed(), result.as_ref().err());
         result
@@ -177,7 +191,12 @@ impl RedisStore {
                 .await
                 .unwrap_or_else(|_| Err(timed_out("replicas did not confirm")))
             {
-                outcome = Err(e);
+                // The write ran: whatever WAIT answered, it must not read as "did not run".
+                outcome = Err(if e.not_executed() {
+                    StoreError::unavailable(Unavailable::Io, e.to_string())
+                } else {
+                    e
+                });
             }
         }
         if let Err(err) = &outcome {
@@ -235,6 +254,7 @@ impl RedisStore {
                 *live = Some(Live {
                     conn: conn.clone(),
                     generation,
+                    opened: Instant::now(),
                     committer: committer.clone(),
                 });
                 crate::metrics::store_connected();
@@ -268,6 +288,18 @@ impl RedisStore {
         if live.as_ref().is_some_and(|l| l.generation == generation) {
             *live = None;
             tracing::info!(store = self.kind(), generation, "dropped redis connection");
+        }
+    }
+
+    /// Drops the current connection if it was opened before `at`.
+    fn invalidate_opened_before(&self, at: Instant) {
+        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = live.take_if(|l| l.opened < at) {
+            tracing::info!(
+                store = self.kind(),
+                generation = l.generation,
+                "dropped redis connection opened before a demotion was seen"
+            );
         }
     }
 
