@@ -99,6 +99,9 @@ master_node() { # the node index that all three sentinels name, empty when they 
   a=$(sentinel_master 0); b=$(sentinel_master 1); c=$(sentinel_master 2)
   if [ -n "$a" ] && [ "$a" = "$b" ] && [ "$b" = "$c" ]; then echo $((a - BASE)); fi
 }
+knows_replicas() { # knows_replicas I: sentinel I lists two replicas of the master
+  [ "$(rcli "$(sport "$1")" SENTINEL master mymaster | awk 'p { print; exit } $0 == "num-slaves" { p = 1 }')" = 2 ]
+}
 link_up() { rcli "$(rport "$1")" INFO replication | tr -d '\r' | grep -q '^master_link_status:up'; }
 replica_of() { # replica_of I M: node I is a replica of node M with its link up
   [ "$(role "$1")" = slave ] && link_up "$1" \
@@ -149,6 +152,11 @@ wait_for 30 "bootstrap: nodes 1 and 2 replicate node 0" eval 'replica_of 1 0 && 
 wait_for 30 "bootstrap: all sentinels name node 0" eval '[ "$(master_node)" = 0 ]'
 wait_for 30 "bootstrap: sentinels see each other (CKQUORUM)" \
   eval 'rcli "$(sport 0)" SENTINEL CKQUORUM mymaster | grep -q "^OK 3 usable"'
+# A sentinel learns of replicas from the master's INFO, which it reads every 10 s; one that wins
+# the election before it knows any replica aborts (-failover-abort-no-good-slave) and the next try
+# comes 2 x failover-timeout later. Sentinel itself must be ready for a failover before we kill.
+wait_for 30 "bootstrap: every sentinel knows both replicas" \
+  eval 'knows_replicas 0 && knows_replicas 1 && knows_replicas 2'
 check "node 0 log says it bootstrapped" grep -q 'bootstrapping node 0 as master' "$T/n0/redis.log"
 check "replica-announce-ip written" grep -q '^replica-announce-ip 127.0.0.1' "$T/n1/redis-run/redis.conf"
 
