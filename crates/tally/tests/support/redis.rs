@@ -179,9 +179,17 @@ pub struct SentinelSetup {
 
 impl SentinelSetup {
     pub fn start() -> Self {
-        let master = RedisProcess::server("");
+        // As the chart's redis.conf: a replica that needs a full sync after a failover gets it
+        // at once, not after Redis's default 5 s wait for more replicas to join the transfer.
+        const REPLICATION: &str = "repl-diskless-sync-delay 0";
+        let master = RedisProcess::server(REPLICATION);
         let replicas = (0..2)
-            .map(|_| RedisProcess::server(&format!("replicaof 127.0.0.1 {}", master.port)))
+            .map(|_| {
+                RedisProcess::server(&format!(
+                    "{REPLICATION}\nreplicaof 127.0.0.1 {}",
+                    master.port
+                ))
+            })
             .collect();
         let sentinels = (0..3)
             .map(|_| RedisProcess::sentinel(master.port, 2))
