@@ -107,6 +107,10 @@ replica_of() { # replica_of I M: node I is a replica of node M with its link up
   [ "$(role "$1")" = slave ] && link_up "$1" \
     && [ "$(rcli "$(rport "$1")" ROLE | sed -n 3p)" = "$(rport "$2")" ]
 }
+every_sentinel_logged() { # every_sentinel_logged TEXT: each sentinel's start log has TEXT
+  local i
+  for i in 0 1 2; do grep -qF "$1" "$T/n$i/sentinel.log" || return 1; done
+}
 dump_logs() {
   local f
   for f in "$T"/n*/*.log; do
@@ -154,7 +158,10 @@ wait_for 30 "bootstrap: sentinels see each other (CKQUORUM)" \
   eval 'rcli "$(sport 0)" SENTINEL CKQUORUM mymaster | grep -q "^OK 3 usable"'
 # A sentinel learns of replicas from the master's INFO, which it reads every 10 s; one that wins
 # the election before it knows any replica aborts (-failover-abort-no-good-slave) and the next try
-# comes 2 x failover-timeout later. Sentinel itself must be ready for a failover before we kill.
+# comes 2 x failover-timeout later. start-sentinel.sh waits for the replicas to attach so that the
+# sentinel's first INFO lists them; the failover below needs it either way.
+check "every sentinel started after both replicas attached" \
+  every_sentinel_logged "2 of 2 replicas attached to 127.0.0.1:$BASE"
 wait_for 30 "bootstrap: every sentinel knows both replicas" \
   eval 'knows_replicas 0 && knows_replicas 1 && knows_replicas 2'
 check "node 0 log says it bootstrapped" grep -q 'bootstrapping node 0 as master' "$T/n0/redis.log"

@@ -11,6 +11,7 @@
 #   SENTINEL_DOWN_AFTER_MS       no reply for this long = down         default: 5000
 #   SENTINEL_FAILOVER_TIMEOUT_MS                                       default: 60000
 #   SENTINEL_WAIT_MASTER_SECONDS wait this long for the master's name to answer  default: 120
+#   SENTINEL_WAIT_REPLICAS_SECONDS  then this long for the other nodes to replicate it  default: 10
 #   SENTINEL_SERVER              the binary        default: redis-sentinel, else valkey-sentinel
 #   FILES_DIR                    where sentinel.conf and redis-lib.sh are  default: this script's dir
 set -eu
@@ -26,6 +27,7 @@ SENTINEL_QUORUM=${SENTINEL_QUORUM:-2}
 SENTINEL_DOWN_AFTER_MS=${SENTINEL_DOWN_AFTER_MS:-5000}
 SENTINEL_FAILOVER_TIMEOUT_MS=${SENTINEL_FAILOVER_TIMEOUT_MS:-60000}
 SENTINEL_WAIT_MASTER_SECONDS=${SENTINEL_WAIT_MASTER_SECONDS:-120}
+SENTINEL_WAIT_REPLICAS_SECONDS=${SENTINEL_WAIT_REPLICAS_SECONDS:-10}
 SENTINEL_SERVER=${SENTINEL_SERVER:-$(first_command redis-sentinel valkey-sentinel)}
 mkdir -p "$SENTINEL_RUN_DIR"
 
@@ -39,9 +41,39 @@ fi
 # being created): wait until the master answers, bounded; then start anyway and let a failed
 # start restart the container.
 waited=0
+master_answers=1
 while ! redis_cli "$master" PING >/dev/null 2>&1; do
   if [ "$waited" -ge "$SENTINEL_WAIT_MASTER_SECONDS" ]; then
     log "master $master does not answer after ${waited}s; starting anyway"
+    master_answers=0
+    break
+  fi
+  sleep 1
+  waited=$((waited + 1))
+done
+
+# A sentinel learns of the replicas from the master's INFO: once when it connects, then every
+# 10 s. Replicas that attach just after that (a new group, or this pod's own Redis restarting
+# beside this sentinel) stay unknown to it for up to 10 s; if the master failed then and this
+# sentinel won the election, it would find no replica to promote, abort, and the next attempt
+# would come only after twice the failover timeout. So start once every other node replicates
+# the master, or after a bounded wait (a node that is down must not keep the sentinel down).
+replicas_attached() {
+  info_field "$(redis_cli "$master" INFO replication 2>/dev/null)" connected_slaves
+}
+want=0
+for _r in $REDIS_NODES; do want=$((want + 1)); done
+want=$((want - 1))
+waited=0
+while [ "$master_answers" = 1 ]; do
+  have=$(replicas_attached)
+  case "$have" in '' | *[!0-9]*) have=0 ;; esac
+  if [ "$have" -ge "$want" ]; then
+    log "$have of $want replicas attached to $master"
+    break
+  fi
+  if [ "$waited" -ge "$SENTINEL_WAIT_REPLICAS_SECONDS" ]; then
+    log "$have of $want replicas attached to $master after ${waited}s; starting anyway"
     break
   fi
   sleep 1
