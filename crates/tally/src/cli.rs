@@ -83,6 +83,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Web(args)) => return web(args).await.map(|()| ExitCode::SUCCESS),
         Some(Command::Worker(args)) => {
             let _log = crate::telemetry::init(args.log_format);
+            let open_files = crate::listener::raise_open_file_limit();
+            tracing::debug!(open_files, "open-file limit");
             return crate::worker::run(*args).await.map(|()| ExitCode::SUCCESS);
         }
         None => cli.serve,
@@ -97,8 +99,9 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         listen = %args.listen,
         admin_listen = %args.admin_listen,
-        api_url = %api_url,
+        api_url = crate::web::redact(&api_url),
         request_timeout = ?args.request_timeout,
+        open_files = crate::listener::raise_open_file_limit(),
         "starting tally web"
     );
     let server = WebServer::bind(args, &api_url).await?;
@@ -109,6 +112,7 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _log = crate::telemetry::init(args.log_format);
     let config = ServeConfig::resolve(&args, &|name| std::env::var(name).ok())?;
+    let open_files = crate::listener::raise_open_file_limit();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listen = %config.listen,
@@ -121,8 +125,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_delay = ?config.drain.delay,
         shutdown_timeout = ?config.drain.timeout,
         worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        header_timeout = ?config.limits.public.header_timeout,
+        idle_timeout = ?config.limits.public.idle_timeout,
+        max_connections = config.limits.public.max_connections,
+        rate_limit = ?config.rate_limit.as_ref().map(|r| (r.per_second, r.burst)),
+        open_files,
         "starting tally serve"
     );
+    let wanted =
+        (config.limits.public.max_connections + config.limits.admin.max_connections) as u64;
+    if open_files.is_some_and(|files| files < wanted + 64) {
+        tracing::warn!(
+            open_files,
+            wanted,
+            "the open-file limit is below the connection caps: accepts will fail (EMFILE) before the cap"
+        );
+    }
     let server = crate::serve::Server::bind(config).await?;
     tracing::info!(public = %server.public_addr(), admin = %server.admin_addr(), "listening");
     server.run(crate::lifecycle::shutdown_signal()).await

@@ -8,6 +8,7 @@ pub mod health;
 pub mod http;
 pub mod jobs;
 pub mod lifecycle;
+pub mod listener;
 pub mod metrics;
 pub mod serve;
 pub mod store;

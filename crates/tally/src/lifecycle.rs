@@ -14,7 +14,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::ListenerLimits;
 use crate::health::Health;
+use crate::listener::{self, Role};
 
 /// The shutdown timing, as flags of `serve` and `web`.
 #[derive(clap::Args, Debug, Clone, Copy)]
@@ -53,6 +55,7 @@ pub fn address(listener: &TcpListener) -> SocketAddr {
 pub struct Listeners {
     pub public: (TcpListener, Router),
     pub admin: (TcpListener, Router),
+    pub limits: ListenerLimits,
 }
 
 pub async fn serve_until(
@@ -64,30 +67,29 @@ pub async fn serve_until(
     let upkeep = spawn_metrics_upkeep(crate::metrics::handle());
     let (close_public, public_closed) = watch::channel(false);
     let (close_admin, admin_closed) = watch::channel(false);
-    let (public, public_app) = listeners.public;
-    let public_task = tokio::spawn(async move {
-        axum::serve(public, public_app)
-            .with_graceful_shutdown(wait_for(public_closed))
-            .await
-    });
-    let (admin, admin_app) = listeners.admin;
-    let admin_task = tokio::spawn(async move {
-        axum::serve(admin, admin_app)
-            .with_graceful_shutdown(wait_for(admin_closed))
-            .await
-    });
+    let Listeners {
+        public: (public, public_app),
+        admin: (admin, admin_app),
+        limits,
+    } = listeners;
+    let public_task = listener::spawn(
+        public,
+        Role::Public,
+        public_app,
+        limits.public,
+        public_closed,
+    );
+    let admin_task = listener::spawn(admin, Role::Admin, admin_app, limits.admin, admin_closed);
 
     shutdown.await;
     health.start_draining();
     tracing::info!(delay = ?drain.delay, "shutting down: not ready, still serving during the delay");
     tokio::time::sleep(drain.delay).await;
 
-    tracing::info!(timeout = ?drain.timeout, "closing the listener; draining in-flight requests");
+    tracing::info!(timeout = ?drain.timeout, "closing the listener and idle connections; draining in-flight requests");
     let _ = close_public.send(true);
     match tokio::time::timeout(drain.timeout, public_task).await {
-        Ok(joined) => joined
-            .context("public server task failed")?
-            .context("public server failed")?,
+        Ok(joined) => joined.context("public server task failed")?,
         Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown timeout"),
     }
     let _ = close_admin.send(true);
@@ -97,12 +99,8 @@ pub async fn serve_until(
     Ok(())
 }
 
-async fn wait_for(mut closed: watch::Receiver<bool>) {
-    let _ = closed.wait_for(|c| *c).await;
-}
-
 /// Histograms of the Prometheus recorder need periodic upkeep to bound their memory.
-fn spawn_metrics_upkeep(
+pub fn spawn_metrics_upkeep(
     handle: metrics_exporter_prometheus::PrometheusHandle,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

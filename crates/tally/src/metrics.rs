@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
-    Histogram, Unit,
+    Gauge, Histogram, Unit,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -83,6 +83,27 @@ fn describe() {
         "tally_build_info",
         "Always 1; the version label names the running build"
     );
+    describe_gauge!(
+        "tally_connections_open",
+        "Connections open, by listener (public, admin)"
+    );
+    describe_counter!(
+        "tally_connections_refused_total",
+        "Connections answered 503 and closed at once because the listener's cap was reached"
+    );
+    describe_counter!(
+        "tally_connections_closed_total",
+        "Connections the server closed on a client that stalled or idled, by listener and reason \
+         (header_timeout, idle_timeout, write_timeout, drain)"
+    );
+    describe_counter!(
+        "tally_accept_errors_total",
+        "Errors accepting a connection (such as EMFILE), after each of which the listener pauses"
+    );
+    describe_counter!(
+        "tally_rate_limited_total",
+        "Requests answered 429 by the per-client rate limit"
+    );
 }
 
 /// Series handles are looked up in the registry once per (route, method, status) and thread,
@@ -92,8 +113,8 @@ const MAX_CACHED_SERIES: usize = 256;
 
 struct HttpSeries {
     route: String,
-    method: String,
-    status: u16,
+    method: &'static str,
+    status: &'static str,
     requests: Counter,
     duration: Histogram,
 }
@@ -103,7 +124,72 @@ thread_local! {
     static STORE_SERIES: RefCell<Vec<(&'static str, Histogram)>> = const { RefCell::new(Vec::new()) };
 }
 
-pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
+/// The `method` label: the methods of RFC 9110 and PATCH; anything else is `other`, so invented
+/// methods cannot add series.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The `status` label: the codes tally answers with, else the code's class (`4xx`).
+pub fn status_label(status: u16) -> &'static str {
+    const KNOWN: &[(u16, &str)] = &[
+        (200, "200"),
+        (201, "201"),
+        (202, "202"),
+        (204, "204"),
+        (301, "301"),
+        (302, "302"),
+        (303, "303"),
+        (304, "304"),
+        (307, "307"),
+        (308, "308"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (408, "408"),
+        (409, "409"),
+        (413, "413"),
+        (415, "415"),
+        (422, "422"),
+        (429, "429"),
+        (431, "431"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+        (507, "507"),
+    ];
+    if let Some((_, label)) = KNOWN.iter().find(|(code, _)| *code == status) {
+        return label;
+    }
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
+    }
+}
+
+/// Records one answered request. `route` must be a route template (or `unmatched`), never a
+/// raw path: with the method and status labels from fixed sets, the series stay bounded.
+pub fn http_request(route: &str, method: &axum::http::Method, status: u16, elapsed: Duration) {
+    let (method, status) = (method_label(method), status_label(status));
     let seconds = elapsed.as_secs_f64();
     HTTP_SERIES.with_borrow_mut(|cache| {
         let known = cache
@@ -114,12 +200,12 @@ pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
             s.duration.record(seconds);
             return;
         }
-        let (r, m) = (route.to_owned(), method.to_owned());
+        let r = route.to_owned();
         let series = HttpSeries {
-            requests: counter!("http_requests_total", "route" => r.clone(), "method" => m.clone(), "status" => status.to_string()),
-            duration: histogram!("http_request_duration_seconds", "route" => r.clone(), "method" => m.clone()),
+            requests: counter!("http_requests_total", "route" => r.clone(), "method" => method, "status" => status),
+            duration: histogram!("http_request_duration_seconds", "route" => r.clone(), "method" => method),
             route: r,
-            method: m,
+            method,
             status,
         };
         series.requests.increment(1);
@@ -142,7 +228,9 @@ pub fn store_command(command: &'static str, elapsed: Duration, error: Option<&St
         };
         cache[at].1.record(elapsed.as_secs_f64());
     });
-    if let Some(e) = error {
+    // Only failures of the store: a conflict or an overflow is the client's, and must not
+    // page anyone through the store-error alert.
+    if let Some(e) = error.filter(|e| e.is_store_failure()) {
         counter!("tally_store_errors_total", "command" => command, "kind" => e.metric_kind())
             .increment(1);
     }
@@ -188,4 +276,26 @@ pub fn job_duration(elapsed: Duration) {
 pub fn job_backlog(pending: u64, lag: u64) {
     gauge!("tally_jobs_pending").set(pending as f64);
     gauge!("tally_jobs_lag").set(lag as f64);
+}
+
+/// The open-connection gauge of one listener (its handle is kept by the listener).
+pub fn connections_open(listener: &'static str) -> Gauge {
+    gauge!("tally_connections_open", "listener" => listener)
+}
+
+pub fn connection_refused(listener: &'static str) {
+    counter!("tally_connections_refused_total", "listener" => listener).increment(1);
+}
+
+pub fn connection_closed(listener: &'static str, reason: &'static str) {
+    counter!("tally_connections_closed_total", "listener" => listener, "reason" => reason)
+        .increment(1);
+}
+
+pub fn accept_error(listener: &'static str) {
+    counter!("tally_accept_errors_total", "listener" => listener).increment(1);
+}
+
+pub fn rate_limited() {
+    counter!("tally_rate_limited_total").increment(1);
 }

@@ -86,8 +86,12 @@ impl Server {
         );
         let setup = spawn_job_setup(state.clone());
         let listeners = Listeners {
-            public: (public, public_router(state.clone())),
+            public: (
+                public,
+                public_router(state.clone(), config.rate_limit.as_ref()),
+            ),
             admin: (admin, admin_router(state.clone())),
+            limits: config.limits,
         };
         let drain = config.drain;
         let result = serve_until(listeners, state.health.clone(), drain, shutdown).await;

@@ -186,6 +186,7 @@ fn sentinel_config(setup: &SentinelSetup) -> ServeConfig {
             password: Some(Secret::new(PASSWORD)),
             db: 0,
         },
+        allow_eviction: false,
     });
     config
 }

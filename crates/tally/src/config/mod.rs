@@ -1,6 +1,7 @@
 //! Configuration of `tally serve`: flags that mirror `TALLY_*` environment variables (12-factor),
 //! the original Go service's variables as a fallback (drop-in replacement), secrets from files.
 
+mod limits;
 mod redis;
 pub(crate) mod secret;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+pub use self::limits::{Limits, ListenerArgs, ListenerLimits, RateLimit, RateLimitArgs};
 pub use self::redis::{
     DurabilityMode, RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig,
 };
@@ -77,6 +79,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub drain: Drain,
 
+    #[command(flatten)]
+    pub listener: ListenerArgs,
+
+    #[command(flatten)]
+    pub rate_limit: RateLimitArgs,
+
     /// Log format: json (default when stdout is not a terminal) or text.
     #[arg(long, env = "TALLY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -111,6 +119,8 @@ pub struct ServeConfig {
     pub idempotency_ttl: Duration,
     pub readiness_interval: Duration,
     pub drain: Drain,
+    pub limits: ListenerLimits,
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl ServeConfig {
@@ -167,6 +177,8 @@ impl ServeConfig {
             idempotency_ttl: args.idempotency_ttl,
             readiness_interval: args.readiness_interval,
             drain: args.drain,
+            limits: args.listener.limits(args.request_timeout)?,
+            rate_limit: args.rate_limit.resolve()?,
         })
     }
 
@@ -189,6 +201,21 @@ impl ServeConfig {
                 delay: Duration::ZERO,
                 timeout: Duration::from_secs(10),
             },
+            limits: ListenerLimits {
+                public: Limits {
+                    header_timeout: Duration::from_secs(10),
+                    idle_timeout: Duration::from_secs(620),
+                    max_connections: 4096,
+                    body_timeout: Duration::from_secs(2),
+                },
+                admin: Limits {
+                    header_timeout: Duration::from_secs(10),
+                    idle_timeout: Duration::from_secs(620),
+                    max_connections: 64,
+                    body_timeout: Duration::from_secs(2),
+                },
+            },
+            rate_limit: None,
         }
     }
 }

@@ -68,6 +68,11 @@ pub struct RedisArgs {
     /// How long WAIT may take before the increment is answered with 503.
     #[arg(long, env = "TALLY_WAIT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub wait_timeout: Duration,
+
+    /// Run even when Redis's maxmemory-policy can evict keys (allkeys-*), which loses counts
+    /// silently. Without it tally refuses such a store: 503, and /readyz not ready.
+    #[arg(long, env = "TALLY_ALLOW_EVICTION")]
+    pub allow_eviction: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +104,8 @@ pub struct RedisTarget {
     pub port: u16,
     pub tls: bool,
     pub auth: RedisAuth,
+    /// Accept a server whose maxmemory-policy can evict counters.
+    pub allow_eviction: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +115,8 @@ pub struct SentinelTarget {
     pub sentinel_username: Option<String>,
     pub sentinel_password: Option<Secret>,
     pub auth: RedisAuth,
+    /// Accept a master whose maxmemory-policy can evict counters.
+    pub allow_eviction: bool,
 }
 
 impl StoreConfig {
@@ -150,6 +159,7 @@ impl StoreConfig {
                     password,
                     db: db_or_legacy(args.redis_db, env)?,
                 },
+                allow_eviction: args.allow_eviction,
             }));
         }
 
@@ -161,6 +171,7 @@ impl StoreConfig {
             if password.is_some() {
                 target.auth.password = password;
             }
+            target.allow_eviction = args.allow_eviction;
             return Ok(Self::Redis(target));
         }
 
@@ -182,6 +193,7 @@ impl StoreConfig {
                     password,
                     db: db_or_legacy(args.redis_db, env)?,
                 },
+                allow_eviction: args.allow_eviction,
             }));
         }
         Ok(Self::Memory)
@@ -273,6 +285,7 @@ impl RedisTarget {
                 password,
                 db,
             },
+            allow_eviction: false,
         })
     }
 }

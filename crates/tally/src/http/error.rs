@@ -11,6 +11,8 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     allow: Option<&'static str>,
+    /// Seconds for Retry-After: 1 for a 503 unless said otherwise.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -19,6 +21,18 @@ impl ApiError {
             status,
             message: message.into(),
             allow: None,
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1),
+        }
+    }
+
+    /// 429: this client sent more than its rate; it may send again after `wait`.
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests from this client; retry later",
+            )
         }
     }
 
@@ -59,7 +73,19 @@ impl From<StoreError> for ApiError {
             StoreError::IdempotencyConflict => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
-            StoreError::NotACounter => Self::new(StatusCode::CONFLICT, e.to_string()),
+            StoreError::NotACounter | StoreError::Overflow => {
+                Self::new(StatusCode::CONFLICT, e.to_string())
+            }
+            StoreError::Full => {
+                tracing::warn!(kind = "full", "store full: a write was refused");
+                // No Retry-After: retrying soon will not help, and a storm of retries would
+                // only add load. Existing counters keep counting (see store::redis::counters).
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "the store is full and takes no new data (new ids, messages, jobs, \
+                     idempotency records) until space is freed; existing counters still count",
+                )
+            }
         }
     }
 }
@@ -72,8 +98,8 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         let headers = response.headers_mut();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::counters::idempotency_key;
 use super::error::ApiError;
+use super::extract::{body_error, Path, Query};
 use super::messages::require_json;
 use super::AppState;
 use crate::db::Database;
@@ -76,7 +77,7 @@ async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let body = body.map_err(|e| ApiError::new(e.status(), "could not read the body"))?;
+    let body = body.map_err(|e| body_error(&e))?;
     let index = parse_index(&body, state.fib_max_index)?;
     let key = idempotency_key(&headers)?;
     let (redis, db) = parts(&state)?;

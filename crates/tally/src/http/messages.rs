@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::counters::idempotency_key;
 use super::error::ApiError;
+use super::extract::{body_error, Path, Query};
 use super::AppState;
 use crate::store::{Idempotency, MessageId};
 
@@ -49,7 +50,7 @@ async fn post(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the body is larger than {MAX_BODY_BYTES} bytes"),
         ),
-        status => ApiError::new(status, "could not read the body"),
+        _ => body_error(&e),
     })?;
     let text = parse_text(&body).map_err(ApiError::bad_request)?;
     let key = idempotency_key(&headers)?;
@@ -137,9 +138,16 @@ async fn list(
     };
     let before = match query.get("before") {
         None => None,
+        // Nothing is older than 0-0, and Redis refuses it as an exclusive bound.
         Some(raw) => Some(
             raw.parse::<MessageId>()
-                .map_err(|_| ApiError::bad_request("before must be a message id"))?,
+                .ok()
+                .filter(|id| *id > MessageId { millis: 0, seq: 0 })
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "before must be a message id after 0-0, like 1700000000000-0",
+                    )
+                })?,
         ),
     };
     let messages = state

@@ -1,8 +1,9 @@
 //! One layer around every public request: a request id (the caller's `X-Request-Id` when it is
 //! sane, else a new one, echoed back), one structured access-log line, and the HTTP metrics.
-//! Oversized headers are refused with 431 before any handler runs.
-//! Metrics use the route template (`/{id}`), never the raw path, so ids cannot explode label
-//! cardinality.
+//! Oversized headers are refused with 431 before any handler runs; an error answer that is not
+//! JSON is made JSON.
+//! Metrics use the route template (`/{id}`), never the raw path, and fixed sets of methods and
+//! statuses, so clients cannot explode label cardinality.
 
 use std::time::Instant;
 
@@ -45,12 +46,12 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         )
         .into_response()
     } else {
-        next.run(request).await
+        super::extract::json_error_body(next.run(request).await)
     };
 
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    crate::metrics::http_request(route, method.as_str(), status, elapsed);
+    crate::metrics::http_request(route, &method, status, elapsed);
     crate::telemetry::access(&crate::telemetry::AccessEntry {
         method: method.as_str(),
         route,

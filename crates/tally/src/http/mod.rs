@@ -4,10 +4,12 @@
 pub mod admin;
 mod counters;
 pub mod error;
+pub mod extract;
 mod fib;
 mod messages;
 mod meta;
 pub mod middleware;
+mod ratelimit;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ pub use self::admin::AdminState;
 pub use self::counters::validate_id;
 pub use self::error::ApiError;
 
+use crate::config::RateLimit;
 use crate::db::Database;
 use crate::health::Health;
 use crate::store::Store;
@@ -55,14 +58,29 @@ pub struct AppContext {
 }
 
 /// The public listener's routes.
-pub fn public_router(state: AppState) -> Router {
-    Router::new()
+pub fn public_router(state: AppState, rate_limit: Option<&RateLimit>) -> Router {
+    let routes = Router::new()
         .merge(counters::routes())
         .merge(messages::routes())
         .merge(fib::routes())
-        .merge(meta::routes())
-        .layer(axum::middleware::from_fn(middleware::observe))
-        .with_state(state)
+        .merge(meta::routes());
+    with_edge_layers(routes, rate_limit).with_state(state)
+}
+
+/// What every public listener puts in front of its routes: the rate limit when configured
+/// (off, it costs nothing), inside `observe`, so refused requests are logged and counted.
+pub fn with_edge_layers<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    rate_limit: Option<&RateLimit>,
+) -> Router<S> {
+    let routes = match rate_limit {
+        Some(config) => routes.layer(axum::middleware::from_fn_with_state(
+            ratelimit::ClientLimiter::new(config),
+            ratelimit::limit,
+        )),
+        None => routes,
+    };
+    routes.layer(axum::middleware::from_fn(middleware::observe))
 }
 
 /// The admin listener's routes.

@@ -18,6 +18,19 @@ pub enum StoreError {
     /// when the key prefix is empty). Retrying will not help. Maps to 409.
     #[error("the key for this id holds a value that is not an integer counter")]
     NotACounter,
+
+    /// The counter is at the largest value it can hold; the increment did not run. Maps to 409.
+    #[error(
+        "the counter is at its largest value ({}) and cannot count further",
+        i64::MAX
+    )]
+    Overflow,
+
+    /// The store refused new data because it is full (Redis `maxmemory` under `noeviction`, or
+    /// the memory store's bound). The write did not run; retrying soon will not help.
+    /// Maps to 507.
+    #[error("the store is full")]
+    Full,
 }
 
 /// Why the store is unavailable; also the `kind` label of `tally_store_errors_total`.
@@ -42,6 +55,9 @@ pub enum Unavailable {
     Io,
     /// Any other error the server returned.
     Server,
+    /// The server is configured so that tally cannot keep its promises (an evicting
+    /// `maxmemory-policy`). Nothing was sent.
+    Config,
 }
 
 impl Unavailable {
@@ -56,6 +72,7 @@ impl Unavailable {
             Self::NoReplicas => "no_replicas",
             Self::Io => "io",
             Self::Server => "server",
+            Self::Config => "config",
         }
     }
 }
@@ -74,15 +91,25 @@ impl StoreError {
         }
     }
 
-    /// True when the command certainly did not run, so sending it again cannot apply it twice.
+    /// True when the store could not take the command and it certainly did not run, so sending
+    /// it again (to another server, or once this one is reachable) cannot apply it twice.
     pub fn not_executed(&self) -> bool {
         matches!(
             self,
             Self::Unavailable {
-                kind: Unavailable::Connect | Unavailable::NoMaster | Unavailable::ReadOnly,
+                kind: Unavailable::Connect
+                    | Unavailable::NoMaster
+                    | Unavailable::ReadOnly
+                    | Unavailable::Config,
                 ..
             }
         )
+    }
+
+    /// A failure of the store itself, as counted by `tally_store_errors_total` and its alert;
+    /// false for answers about the client's request (conflict, not a counter, overflow).
+    pub fn is_store_failure(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Full)
     }
 
     pub fn metric_kind(&self) -> &'static str {
@@ -90,6 +117,8 @@ impl StoreError {
             Self::Unavailable { kind, .. } => kind.as_str(),
             Self::IdempotencyConflict => "idempotency_conflict",
             Self::NotACounter => "not_a_counter",
+            Self::Overflow => "overflow",
+            Self::Full => "full",
         }
     }
 }

@@ -1,11 +1,17 @@
 //! The embedded store: counters in this process only. For trying tally out and for tests of
-//! the HTTP layer; it is neither shared between replicas nor durable.
+//! the HTTP layer; it is neither shared between replicas nor durable. Bounded like a Redis with
+//! `maxmemory`: past `MAX_ENTRIES` counters (or idempotency records) new ones are refused as
+//! `Full` while existing counters keep counting.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use super::{Idempotency, Incremented, Message, MessageId, Posted, StoreError};
+
+/// Counters, and idempotency records of each kind, the store holds at most: about 100 MB each
+/// at the longest ids, far more than trying tally out needs.
+pub const MAX_ENTRIES: usize = 1_000_000;
 
 #[derive(Clone, Default)]
 pub struct MemoryStore {
@@ -22,6 +28,7 @@ struct Inner {
     /// Oldest first, at most `retention` long.
     messages: VecDeque<(MessageId, String)>,
     retention: usize,
+    max_entries: usize,
     last_message: Option<MessageId>,
     /// Idempotency-Key of a post → (message id, expiry).
     posted: HashMap<String, (MessageId, Instant)>,
@@ -33,8 +40,14 @@ impl MemoryStore {
     }
 
     pub fn with_retention(retention: u64) -> Self {
+        Self::with_limits(retention, MAX_ENTRIES)
+    }
+
+    /// `max_entries` bounds the counters and each kind of idempotency record.
+    pub fn with_limits(retention: u64, max_entries: usize) -> Self {
         let inner = Inner {
             retention: retention.max(1) as usize,
+            max_entries,
             ..Inner::default()
         };
         Self {
@@ -42,7 +55,11 @@ impl MemoryStore {
         }
     }
 
-    pub fn post_message(&self, text: &str, idem: Option<Idempotency<'_>>) -> Posted {
+    pub fn post_message(
+        &self,
+        text: &str,
+        idem: Option<Idempotency<'_>>,
+    ) -> Result<Posted, StoreError> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if let Some(idem) = idem {
@@ -50,10 +67,13 @@ impl MemoryStore {
             if let Some((id, _)) = inner.posted.get(idem.key) {
                 let id = *id;
                 let text = inner.text_of(id).unwrap_or(text).to_owned();
-                return Posted {
+                return Ok(Posted {
                     message: Message::new(id, text),
                     replayed: true,
-                };
+                });
+            }
+            if inner.posted.len() >= inner.max_entries {
+                return Err(StoreError::Full);
             }
         }
         let id = inner.next_message_id();
@@ -66,10 +86,10 @@ impl MemoryStore {
                 .posted
                 .insert(idem.key.to_owned(), (id, now + idem.ttl));
         }
-        Posted {
+        Ok(Posted {
             message: Message::new(id, text),
             replayed: false,
-        }
+        })
     }
 
     pub fn list_messages(&self, limit: usize, before: Option<MessageId>) -> Vec<Message> {
@@ -107,12 +127,17 @@ impl MemoryStore {
                     });
                 }
             }
+            if inner.replies.len() >= inner.max_entries {
+                return Err(StoreError::Full);
+            }
         }
+        let counters_full = inner.counters.len() >= inner.max_entries;
         let count = match inner.counters.get_mut(id) {
             Some(c) => {
-                *c = c.checked_add(1).ok_or(StoreError::NotACounter)?;
+                *c = c.checked_add(1).ok_or(StoreError::Overflow)?;
                 *c
             }
+            None if counters_full => return Err(StoreError::Full),
             None => {
                 inner.counters.insert(id.to_owned(), 1);
                 1
@@ -208,7 +233,7 @@ mod tests {
     fn messages_are_ordered_trimmed_and_idempotent() {
         let s = MemoryStore::with_retention(3);
         let ids: Vec<String> = (0..5)
-            .map(|i| s.post_message(&format!("m{i}"), None).message.id)
+            .map(|i| s.post_message(&format!("m{i}"), None).unwrap().message.id)
             .collect();
         let listed: Vec<String> = s
             .list_messages(10, None)
@@ -218,8 +243,8 @@ mod tests {
         assert_eq!(listed, ["m4", "m3", "m2"]);
         assert!(s.get_message(ids[0].parse().unwrap()).is_none());
         assert_eq!(s.get_message(ids[4].parse().unwrap()).unwrap().text, "m4");
-        let first = s.post_message("once", idem("p1"));
-        let again = s.post_message("once", idem("p1"));
+        let first = s.post_message("once", idem("p1")).unwrap();
+        let again = s.post_message("once", idem("p1")).unwrap();
         assert!(!first.replayed && again.replayed);
         assert_eq!(first.message, again.message);
         assert_eq!(s.list_messages(1, None)[0].text, "once");
@@ -231,6 +256,26 @@ mod tests {
             .map(|m| m.text)
             .collect();
         assert_eq!(older, ["m4", "m3"]);
+    }
+
+    #[test]
+    fn full_refuses_new_ids_and_keys_but_existing_counters_count_and_overflow_is_its_own_error() {
+        let s = MemoryStore::with_limits(10, 2);
+        s.incr("a", None).unwrap();
+        s.incr("b", idem("k1")).unwrap();
+        assert!(matches!(s.incr("c", None), Err(StoreError::Full)));
+        assert_eq!(s.incr("a", None).unwrap().count, 2);
+        s.incr("a", idem("k2")).unwrap();
+        assert!(matches!(s.incr("a", idem("k3")), Err(StoreError::Full)));
+        assert_eq!(s.get("a"), 3);
+        s.inner
+            .lock()
+            .unwrap()
+            .counters
+            .insert("max".into(), i64::MAX);
+        s.inner.lock().unwrap().counters.remove("b");
+        assert!(matches!(s.incr("max", None), Err(StoreError::Overflow)));
+        assert_eq!(s.get("max"), i64::MAX);
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl Store {
         deadline: Duration,
     ) -> Result<Posted, StoreError> {
         match self {
-            Self::Memory(m) => Ok(m.post_message(text, idem)),
+            Self::Memory(m) => m.post_message(text, idem),
             Self::Redis(r) => r.post_message(text, idem, deadline).await,
         }
     }

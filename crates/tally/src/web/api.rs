@@ -10,6 +10,8 @@ use crate::store::Message;
 #[derive(Clone)]
 pub struct ApiClient {
     base: String,
+    /// `base` without user information, for logs and /readyz.
+    display: String,
     http: reqwest::Client,
 }
 
@@ -61,14 +63,21 @@ impl ApiClient {
             .connect_timeout(timeout.min(Duration::from_secs(1)))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
+        let base = base.trim_end_matches('/').to_owned();
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
+            display: redact(&base),
+            base,
             http,
         })
     }
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The base URL as logs and status pages may show it: no user name or password.
+    pub fn display(&self) -> &str {
+        &self.display
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -82,7 +91,7 @@ impl ApiClient {
             .get(format!("{}/", self.base))
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| describe(&e))?;
         if r.status().is_success() {
             Ok(())
         } else {
@@ -198,12 +207,41 @@ pub fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// `url` without its user information (`http://user:secret@api` → `http://api`).
+pub fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.as_str().trim_end_matches('/').to_owned()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+/// What went wrong, without the URL (which may carry credentials).
+pub fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
         "cannot connect".into()
     } else {
         "request failed".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_information_never_shows() {
+        assert_eq!(redact("http://u:secret@api:8080"), "http://api:8080");
+        assert_eq!(redact("https://token@api/base"), "https://api/base");
+        assert_eq!(redact("http://api:8080"), "http://api:8080");
+        let client = ApiClient::new("http://u:secret@api:8080/", Duration::from_secs(1)).unwrap();
+        assert_eq!(client.display(), "http://api:8080");
+        assert_eq!(client.base(), "http://u:secret@api:8080");
     }
 }

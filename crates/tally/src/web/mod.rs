@@ -14,12 +14,12 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use crate::config::LogFormat;
+use crate::config::{ListenerArgs, ListenerLimits, LogFormat, RateLimit, RateLimitArgs};
 use crate::health::Health;
 use crate::http::admin::{self, AdminState};
 use crate::lifecycle::{serve_until, Drain, Listeners};
 
-pub use self::api::ApiClient;
+pub use self::api::{redact, ApiClient};
 
 #[derive(Args, Debug, Clone)]
 pub struct WebArgs {
@@ -47,6 +47,12 @@ pub struct WebArgs {
     #[command(flatten)]
     pub drain: Drain,
 
+    #[command(flatten)]
+    pub listener: ListenerArgs,
+
+    #[command(flatten)]
+    pub rate_limit: RateLimitArgs,
+
     /// Log format: json (default when stdout is not a terminal) or text.
     #[arg(long, env = "TALLY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -64,8 +70,8 @@ impl WebArgs {
             ),
             (None, None) => "http://127.0.0.1:8080".into(),
         };
-        let parsed = reqwest::Url::parse(&url)
-            .with_context(|| format!("TALLY_API_URL {url:?} is not a URL"))?;
+        // Never echo the URL: it may carry credentials.
+        let parsed = reqwest::Url::parse(&url).context("TALLY_API_URL is not a URL")?;
         anyhow::ensure!(
             matches!(parsed.scheme(), "http" | "https"),
             "TALLY_API_URL must be http or https"
@@ -80,10 +86,14 @@ pub struct WebServer {
     admin: TcpListener,
     api: ApiClient,
     args: WebArgs,
+    limits: ListenerLimits,
+    rate_limit: Option<RateLimit>,
 }
 
 impl WebServer {
     pub async fn bind(args: WebArgs, api_url: &str) -> anyhow::Result<Self> {
+        let limits = args.listener.limits(args.request_timeout)?;
+        let rate_limit = args.rate_limit.resolve()?;
         let (public, admin) = crate::lifecycle::bind(args.listen, args.admin_listen).await?;
         let api = ApiClient::new(api_url, args.request_timeout)?;
         Ok(Self {
@@ -91,6 +101,8 @@ impl WebServer {
             admin,
             api,
             args,
+            limits,
+            rate_limit,
         })
     }
 
@@ -115,11 +127,13 @@ impl WebServer {
         let admin_state = AdminState {
             health: health.clone(),
             metrics: crate::metrics::handle(),
-            dependency: ("api", self.api.base().to_owned()),
+            dependency: ("api", self.api.display().to_owned()),
         };
+        let public_app = routes::public_router(self.api.clone(), self.rate_limit.as_ref());
         let listeners = Listeners {
-            public: (self.public, routes::public_router(self.api.clone())),
+            public: (self.public, public_app),
             admin: (self.admin, admin::router(admin_state)),
+            limits: self.limits,
         };
         let drain = self.args.drain;
         let result = serve_until(listeners, health, drain, shutdown).await;

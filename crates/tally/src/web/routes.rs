@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Form, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -13,7 +13,10 @@ use axum::Router;
 
 use super::api::{encode, ApiClient, ApiError};
 use super::page::{render, Calculator, Page};
+use crate::config::RateLimit;
+use crate::http::extract::{Form, Query};
 use crate::http::ApiError as JsonError;
+use crate::listener::{body_timed_out, Peer};
 
 const STYLE: &str = include_str!("assets/style.css");
 const SCRIPT: &str = include_str!("assets/app.js");
@@ -32,8 +35,8 @@ const FORWARDED: &[&str] = &[
     "cache-control",
 ];
 
-pub fn public_router(api: ApiClient) -> Router {
-    Router::new()
+pub fn public_router(api: ApiClient, rate_limit: Option<&RateLimit>) -> Router {
+    let routes = Router::new()
         .route("/", get(index))
         .route("/web/messages", post(post_message))
         .route("/web/counter", post(increment))
@@ -57,9 +60,8 @@ pub fn public_router(api: ApiClient) -> Router {
         .route("/count/{id}", any(proxy))
         .fallback(|| async { JsonError::not_found() })
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
-        .layer(axum::middleware::from_fn(security_headers))
-        .layer(axum::middleware::from_fn(crate::http::middleware::observe))
-        .with_state(api)
+        .layer(axum::middleware::from_fn(security_headers));
+    crate::http::with_edge_layers(routes, rate_limit).with_state(api)
 }
 
 /// A strict Content-Security-Policy (no inline script or style, nothing from elsewhere) and
@@ -239,13 +241,27 @@ async fn proxy(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
+    if has_dot_segment(request.uri().path()) {
+        // The client that builds the upstream URL would resolve it: /api/v1/../../metrics
+        // would reach another route than the one asked for.
+        return JsonError::bad_request("the path must not contain '.' or '..' segments")
+            .into_response();
+    }
     let path_and_query = request
         .uri()
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
+    let forwarded_for = forwarded_for(&headers, request.extensions().get::<Peer>());
     let body = match axum::body::to_bytes(request.into_body(), MAX_FORM_BYTES).await {
         Ok(b) => b,
+        Err(e) if body_timed_out(&e) => {
+            return JsonError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive within the request deadline",
+            )
+            .into_response()
+        }
         Err(_) => {
             return JsonError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -262,10 +278,16 @@ async fn proxy(
             outgoing = outgoing.header(*name, value);
         }
     }
+    if let Some(value) = forwarded_for {
+        outgoing = outgoing.header("x-forwarded-for", value);
+    }
     let upstream = match outgoing.body(body).send().await {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(error = %e, "proxy: the API did not answer");
+            tracing::warn!(
+                error = super::api::describe(&e),
+                "proxy: the API did not answer"
+            );
             return JsonError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the API is unavailable; retry later",
@@ -294,6 +316,33 @@ async fn proxy(
     *response.status_mut() = status;
     *response.headers_mut() = response_headers;
     response
+}
+
+/// True when a segment of `path` is `.` or `..` once percent-decoded (`%2e%2e` too), or the path
+/// holds a backslash, which URL parsers may read as a slash.
+fn has_dot_segment(path: &str) -> bool {
+    path.contains('\\')
+        || path.split('/').any(|segment| {
+            let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+            decoded == "." || decoded == ".."
+        })
+}
+
+/// X-Forwarded-For for the API: what came in, with this hop's peer appended, so an API that
+/// trusts the web tier (TALLY_TRUSTED_PROXIES) can rate-limit the real client.
+fn forwarded_for(headers: &HeaderMap, peer: Option<&Peer>) -> Option<HeaderValue> {
+    let peer = peer?.0.ip().to_canonical().to_string();
+    let earlier: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if earlier.is_empty() {
+        peer
+    } else {
+        format!("{}, {peer}", earlier.join(", "))
+    };
+    HeaderValue::from_str(&value).ok()
 }
 
 /// The calculator form, without JavaScript.
@@ -329,5 +378,47 @@ async fn calculate(
             )
             .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_in_any_spelling_are_found() {
+        for bad in [
+            "/api/v1/../../metrics",
+            "/api/v1/%2e%2e/metrics",
+            "/api/%2E%2e/x",
+            "/api/./x",
+            "/api/%2e/x",
+            "/api/v1/..\\metrics",
+            "/..",
+        ] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for good in [
+            "/api/v1/messages",
+            "/a..b",
+            "/api/v1/counters/...",
+            "/%2e%2e%2fx",
+        ] {
+            assert!(!has_dot_segment(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_appends_this_hop() {
+        let peer: Peer =
+            axum::extract::ConnectInfo("192.0.2.9:5555".parse::<std::net::SocketAddr>().unwrap());
+        let mut h = HeaderMap::new();
+        assert_eq!(forwarded_for(&h, Some(&peer)).unwrap(), "192.0.2.9");
+        h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.1"));
+        assert_eq!(
+            forwarded_for(&h, Some(&peer)).unwrap(),
+            "203.0.113.1, 192.0.2.9"
+        );
+        assert!(forwarded_for(&h, None).is_none());
     }
 }

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use crate::config::{resolve_durability, LogFormat, RedisArgs, StoreConfig};
+use crate::config::{resolve_durability, ListenerArgs, LogFormat, RedisArgs, StoreConfig};
 use crate::health::Health;
 use crate::http::admin::{self, AdminState};
 use crate::jobs::fib::fib;
+use crate::listener::{self, Role};
 use crate::store::{Job, KeySpace, RedisStore, Store};
 
 #[derive(Args, Debug, Clone)]
@@ -49,6 +50,9 @@ pub struct WorkerArgs {
     #[arg(long, env = "TALLY_REQUEST_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    #[command(flatten)]
+    pub listener: ListenerArgs,
+
     /// Log format: json (default when stdout is not a terminal) or text.
     #[arg(long, env = "TALLY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -64,6 +68,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         "tally worker needs Redis: set TALLY_REDIS_URL or TALLY_REDIS_SENTINELS"
     );
     let durability = resolve_durability(&args.redis, &store_config, args.request_timeout)?;
+    let limits = args.listener.limits(args.request_timeout)?.admin;
     let name = args.name.clone().unwrap_or_else(default_name);
     tracing::info!(consumer = %name, store = %store_config, durability = ?durability, "starting tally worker");
     // Two connections: blocking reads would hold up every other command on a shared one.
@@ -88,17 +93,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         metrics: crate::metrics::handle(),
         dependency: ("store", writer.kind().to_owned()),
     });
+    let (close_admin, admin_closed) = tokio::sync::watch::channel(false);
+    let admin_task = listener::spawn(admin, Role::Admin, admin_app, limits, admin_closed);
+    let upkeep = crate::lifecycle::spawn_metrics_upkeep(crate::metrics::handle());
     let stop = Arc::new(AtomicBool::new(false));
-    let admin_stop = stop.clone();
-    let admin_task = tokio::spawn(async move {
-        axum::serve(admin, admin_app)
-            .with_graceful_shutdown(async move {
-                while !admin_stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-            .await
-    });
     let signal_stop = stop.clone();
     let signal_health = health.clone();
     tokio::spawn(async move {
@@ -115,8 +113,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     };
     worker.work(&stop).await;
     stop.store(true, Ordering::Relaxed);
+    let _ = close_admin.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
     watcher.abort();
+    upkeep.abort();
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -25,6 +25,13 @@ impl Web {
                 delay: Duration::ZERO,
                 timeout: Duration::from_secs(5),
             },
+            listener: tally::config::ListenerArgs {
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(620),
+                max_connections: 4096,
+                admin_max_connections: 64,
+            },
+            rate_limit: Default::default(),
             log_format: None,
         };
         let server = WebServer::bind(args, api_url).await.unwrap();

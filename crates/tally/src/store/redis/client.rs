@@ -75,6 +75,13 @@ pub(crate) fn classify(e: &RedisError) -> StoreError {
             (ErrorKind::Server(ServerErrorKind::BusyLoading), _) => Unavailable::Loading,
             (ErrorKind::Server(ServerErrorKind::MasterDown), _) => Unavailable::NoMaster,
             (_, Some("NOREPLICAS")) => Unavailable::NoReplicas,
+            // maxmemory reached under noeviction: refused before it ran.
+            (_, Some("OOM")) => return StoreError::Full,
+            (ErrorKind::Server(ServerErrorKind::ResponseError), _)
+                if e.detail().is_some_and(|d| d.contains("would overflow")) =>
+            {
+                return StoreError::Overflow;
+            }
             (ErrorKind::Server(ServerErrorKind::ResponseError), _)
                 if e.detail()
                     .is_some_and(|d| d.contains("not an integer") || d.contains("WRONGTYPE")) =>
@@ -89,4 +96,112 @@ pub(crate) fn classify(e: &RedisError) -> StoreError {
         }
     };
     StoreError::unavailable(kind, e.to_string())
+}
+
+/// What the server's `maxmemory-policy` means for tally's promises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EvictionPolicy {
+    /// `noeviction`: a full store refuses writes; nothing is ever dropped.
+    Safe,
+    /// `volatile-*`: only keys with a TTL can go, which counters and messages never have; but
+    /// idempotency records do, so a retried request may count again before its window ends.
+    Volatile(String),
+    /// `allkeys-*`: counters themselves can be evicted, losing counts silently.
+    Evicting(String),
+    /// The server did not say (INFO refused or without the field).
+    Unknown,
+}
+
+impl EvictionPolicy {
+    /// Reads the policy from the `INFO memory` text.
+    pub(crate) fn from_info(info: &str) -> Self {
+        let Some(policy) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+            .map(|p| p.trim().to_owned())
+        else {
+            return Self::Unknown;
+        };
+        if policy == "noeviction" {
+            Self::Safe
+        } else if policy.starts_with("volatile-") {
+            Self::Volatile(policy)
+        } else {
+            Self::Evicting(policy)
+        }
+    }
+}
+
+/// Checks on a new connection that the server cannot evict counters; an evicting policy fails
+/// the connection (so tally answers 503 and is not ready) unless `allow` is set.
+pub(crate) async fn check_eviction_policy(
+    conn: &mut MultiplexedConnection,
+    allow: bool,
+) -> Result<(), StoreError> {
+    let info: redis::RedisResult<String> = redis::cmd("INFO").arg("memory").query_async(conn).await;
+    let policy = match info {
+        Ok(text) => EvictionPolicy::from_info(&text),
+        Err(e) => {
+            let err = classify(&e);
+            if !matches!(
+                err,
+                StoreError::Unavailable {
+                    kind: Unavailable::Auth,
+                    ..
+                }
+            ) {
+                return Err(err);
+            }
+            // An ACL user without INFO: say so, and go on.
+            EvictionPolicy::Unknown
+        }
+    };
+    match policy {
+        EvictionPolicy::Safe => Ok(()),
+        EvictionPolicy::Unknown => {
+            tracing::warn!("cannot read the store's maxmemory-policy (INFO memory); make sure it is noeviction");
+            Ok(())
+        }
+        EvictionPolicy::Volatile(policy) => {
+            tracing::warn!(policy, "the store's maxmemory-policy may evict idempotency records before their window ends; noeviction is safe");
+            Ok(())
+        }
+        EvictionPolicy::Evicting(policy) if allow => {
+            tracing::warn!(policy, "the store's maxmemory-policy can evict counters and lose counts; running anyway (TALLY_ALLOW_EVICTION)");
+            Ok(())
+        }
+        EvictionPolicy::Evicting(policy) => Err(StoreError::unavailable(
+            Unavailable::Config,
+            format!(
+                "the store's maxmemory-policy is {policy}: it can evict counters and lose counts \
+                 silently. Set maxmemory-policy noeviction, or TALLY_ALLOW_EVICTION=true to run anyway"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_policies_from_info() {
+        let info = |p: &str| format!("# Memory\r\nused_memory:1000\r\nmaxmemory_policy:{p}\r\n");
+        assert_eq!(
+            EvictionPolicy::from_info(&info("noeviction")),
+            EvictionPolicy::Safe
+        );
+        assert_eq!(
+            EvictionPolicy::from_info(&info("volatile-lru")),
+            EvictionPolicy::Volatile("volatile-lru".into())
+        );
+        assert_eq!(
+            EvictionPolicy::from_info(&info("allkeys-lfu")),
+            EvictionPolicy::Evicting("allkeys-lfu".into())
+        );
+        assert_eq!(
+            EvictionPolicy::from_info("# Memory\r\n"),
+            EvictionPolicy::Unknown
+        );
+    }
 }

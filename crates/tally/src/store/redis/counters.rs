@@ -23,6 +23,23 @@ return {n, ARGV[1], 0}
     )
 });
 
+/// Increment of a counter that exists, allowed when Redis is at maxmemory. Returns the new
+/// value, or nil (nothing done) for an id the store does not hold yet.
+///
+/// Under `noeviction` Redis refuses every command that may use memory once it is full, INCR of
+/// an existing counter included, though that INCR needs no new memory (Redis changes an integer
+/// in place). `allow-oom` (Redis 7+) lets this script run anyway; it never creates a key, so the
+/// store grows by nothing while existing counters keep counting and new ids are refused.
+/// KEYS[1] counter.
+static INCR_EXISTING: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"#!lua flags=allow-oom
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('INCR', KEYS[1])
+",
+    )
+});
+
 impl RedisStore {
     pub async fn incr(
         &self,
@@ -32,9 +49,17 @@ impl RedisStore {
     ) -> Result<Incremented, StoreError> {
         let counter = self.inner.keys.counter(id);
         let Some(idem) = idem else {
+            let started = std::time::Instant::now();
             let mut cmd = redis::cmd("INCR");
             cmd.arg(&counter);
-            let count = self.query("incr", true, deadline, cmd).await?;
+            let count = match self.query("incr", true, deadline, cmd).await {
+                // Refused before it ran: only a new id needs room (see INCR_EXISTING).
+                Err(StoreError::Full) => {
+                    let left = deadline.saturating_sub(started.elapsed());
+                    Box::pin(self.incr_existing(counter, left)).await?
+                }
+                other => other?,
+            };
             return Ok(Incremented {
                 count,
                 replayed: false,
@@ -70,6 +95,16 @@ impl RedisStore {
             count,
             replayed: replayed == 1,
         })
+    }
+
+    async fn incr_existing(&self, counter: String, deadline: Duration) -> Result<i64, StoreError> {
+        let count: Option<i64> = self
+            .run("incr_existing", true, deadline, move |mut c| {
+                let counter = counter.clone();
+                async move { INCR_EXISTING.key(counter).invoke_async(&mut c).await }
+            })
+            .await?;
+        count.ok_or(StoreError::Full)
     }
 
     pub async fn get(&self, id: &str, deadline: Duration) -> Result<i64, StoreError> {

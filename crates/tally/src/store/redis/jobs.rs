@@ -10,12 +10,14 @@ use super::RedisStore;
 use crate::jobs::keys;
 use crate::store::{StoreError, Unavailable};
 
-/// Enqueue: mark the index requested and add the job, atomically.
+/// Enqueue: mark the index requested and add the job, atomically; an index already requested
+/// (pending) gets no second job, so a flood of submissions adds nothing to the stream.
+/// Returns the entry id, or nil when the index was pending already.
 /// KEYS[1] requested hash, KEYS[2] job stream; ARGV[1] index, ARGV[2] now (ms), ARGV[3] cap.
 static ENQUEUE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'index', ARGV[1])
 ",
     )
@@ -33,12 +35,14 @@ return redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
     )
 });
 
-/// Dead-letter: record the job and its error, then acknowledge it.
-/// KEYS: dead stream, jobs; ARGV: entry id, index, error, group, cap.
+/// Dead-letter: record the job and its error, acknowledge it, and forget that its index was
+/// requested, so that submitting it again enqueues a new job.
+/// KEYS: dead stream, jobs, requested hash; ARGV: entry id, index, error, group, cap.
 static BURY: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'job', ARGV[1], 'index', ARGV[2], 'error', ARGV[3])
+redis.call('HDEL', KEYS[3], ARGV[2])
 return redis.call('XACK', KEYS[2], ARGV[4], ARGV[1])
 ",
     )
@@ -78,7 +82,12 @@ impl RedisStore {
         }
     }
 
-    pub async fn enqueue_fib(&self, index: u32, deadline: Duration) -> Result<String, StoreError> {
+    /// Enqueues a job for `index`; None when one is pending already.
+    pub async fn enqueue_fib(
+        &self,
+        index: u32,
+        deadline: Duration,
+    ) -> Result<Option<String>, StoreError> {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -258,6 +267,7 @@ impl RedisStore {
             async move {
                 let mut call = BURY.key(keys::DEAD);
                 call.key(keys::JOBS)
+                    .key(keys::REQUESTED)
                     .arg(entry)
                     .arg(index)
                     .arg(error)

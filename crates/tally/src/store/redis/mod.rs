@@ -21,6 +21,7 @@ mod messages;
 
 pub use self::jobs::{FibStatus, Job};
 
+use self::client::check_eviction_policy;
 pub(crate) use self::client::{classify, connect, connection_info};
 
 use super::replication::{Committer, Durability};
@@ -47,6 +48,8 @@ struct Inner {
     source: Source,
     keys: KeySpace,
     durability: Durability,
+    /// Accept a server whose maxmemory-policy can evict counters (checked on every connection).
+    allow_eviction: bool,
     live: Mutex<Option<Live>>,
     /// Serialises connection attempts so a burst of requests opens one connection, not many.
     connecting: tokio::sync::Mutex<Option<(Instant, StoreError)>>,
@@ -66,14 +69,16 @@ type Handle = (MultiplexedConnection, u64, Option<Committer>);
 impl RedisStore {
     pub fn standalone(target: &RedisTarget, keys: KeySpace, durability: Durability) -> Self {
         let info = connection_info(&target.host, target.port, target.tls, &target.auth);
-        Self::with_source(Source::Standalone(info), keys, durability)
+        let source = Source::Standalone(info);
+        Self::with_source(source, keys, durability, target.allow_eviction)
     }
 
     /// Sentinel mode. Must be called inside a Tokio runtime: it starts one task per sentinel
     /// that listens for `+switch-master` and drops the connection to the old master at once.
     pub fn sentinel(target: &SentinelTarget, keys: KeySpace, durability: Durability) -> Self {
         let resolver = SentinelResolver::new(target);
-        let store = Self::with_source(Source::Sentinel(resolver), keys, durability);
+        let source = Source::Sentinel(resolver);
+        let store = Self::with_source(source, keys, durability, target.allow_eviction);
         let weak = Arc::downgrade(&store.inner);
         if let Source::Sentinel(resolver) = &store.inner.source {
             resolver.watch_switches(Arc::new(move || {
@@ -85,12 +90,18 @@ impl RedisStore {
         store
     }
 
-    fn with_source(source: Source, keys: KeySpace, durability: Durability) -> Self {
+    fn with_source(
+        source: Source,
+        keys: KeySpace,
+        durability: Durability,
+        allow_eviction: bool,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 source,
                 keys,
                 durability,
+                allow_eviction,
                 live: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(None),
                 generation: AtomicU64::new(0),
@@ -270,10 +281,13 @@ impl RedisStore {
     }
 
     async fn open(&self, budget: Duration) -> Result<MultiplexedConnection, StoreError> {
-        match &self.inner.source {
-            Source::Standalone(info) => connect(info, budget).await,
-            Source::Sentinel(resolver) => resolver.connect_master(budget).await,
-        }
+        let mut conn = match &self.inner.source {
+            Source::Standalone(info) => connect(info, budget).await?,
+            Source::Sentinel(resolver) => resolver.connect_master(budget).await?,
+        };
+        // On every new connection, so a store replaced behind the same name is checked too.
+        check_eviction_policy(&mut conn, self.inner.allow_eviction).await?;
+        Ok(conn)
     }
 
     fn current(&self) -> Option<Handle> {

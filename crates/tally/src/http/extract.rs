@@ -1,0 +1,115 @@
+//! Extractors whose rejections are JSON errors like every other client mistake, and the one
+//! mapping of body-read failures (too large: 413, too slow: 408).
+
+use axum::extract::rejection::{BytesRejection, FormRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// `axum::extract::Path`, rejecting with a JSON 400.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|e: PathRejection| ApiError::new(e.status(), e.body_text()))
+    }
+}
+
+/// `axum::extract::Query`, rejecting with a JSON 400.
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|e: QueryRejection| ApiError::new(e.status(), e.body_text()))
+    }
+}
+
+/// `axum::extract::Form`, rejecting with a JSON error (415 for another content type, 413, 408).
+pub struct Form<T>(pub T);
+
+impl<T, S> FromRequest<S> for Form<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Form::<T>::from_request(request, state).await {
+            Ok(axum::extract::Form(value)) => Ok(Self(value)),
+            Err(FormRejection::BytesRejection(e)) => Err(body_error(&e)),
+            Err(e) => Err(ApiError::new(e.status(), e.body_text())),
+        }
+    }
+}
+
+/// Why a body could not be read, as the client should hear it.
+pub fn body_error(rejection: &BytesRejection) -> ApiError {
+    use std::error::Error as _;
+    let slow = rejection
+        .source()
+        .is_some_and(crate::listener::body_timed_out);
+    match rejection.status() {
+        _ if slow => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive within the request deadline",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is too large",
+        ),
+        status => ApiError::new(status, "could not read the request body"),
+    }
+}
+
+/// The last line of defence: an error answer that is not JSON (axum's own 405 for a route
+/// without a fallback, say) becomes `{"error": "<reason>"}` with the same status. HTML pages
+/// of the web tier are left alone. Called by `middleware::observe` on every answer: one branch
+/// for a success.
+pub fn json_error_body(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let plain = match response.headers().get(header::CONTENT_TYPE) {
+        None => true,
+        Some(v) => v.as_bytes().starts_with(b"text/plain"),
+    };
+    if !plain {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let mut json = ApiError::new(status, reason).into_response();
+    // Keep what the original said about retrying or allowed methods.
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(value) = parts.headers.remove(&name) {
+            json.headers_mut().insert(name, value);
+        }
+    }
+    json.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    json
+}
