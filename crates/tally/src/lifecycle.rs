@@ -36,12 +36,8 @@ pub async fn bind(
     public: SocketAddr,
     admin: SocketAddr,
 ) -> anyhow::Result<(TcpListener, TcpListener)> {
-    let p = TcpListener::bind(public)
-        .await
-        .with_context(|| format!("cannot listen on {public}"))?;
-    let a = TcpListener::bind(admin)
-        .await
-        .with_context(|| format!("cannot listen on {admin} (admin)"))?;
+    let p = listener::bind(public).with_context(|| format!("cannot listen on {public}"))?;
+    let a = listener::bind(admin).with_context(|| format!("cannot listen on {admin} (admin)"))?;
     Ok((p, a))
 }
 

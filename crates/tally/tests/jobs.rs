@@ -198,6 +198,14 @@ async fn bad_submissions_and_unknown_indexes() {
     let (_, listed) = app.json("/api/v1/fib/indexes").await;
     assert_eq!(listed["indexes"][0]["submissions"], 1, "{listed}");
     assert_eq!(redis.cli(&["XLEN", "tally:fib:jobs"]).unwrap().trim(), "1");
+    // A flood of submissions of a pending index queues nothing more, so it cannot push real
+    // jobs out of the stream's cap.
+    for _ in 0..50 {
+        assert_eq!(submit(&app, r#"{"index":12}"#, None).await.0, 202);
+    }
+    assert_eq!(redis.cli(&["XLEN", "tally:fib:jobs"]).unwrap().trim(), "1");
+    let (_, listed) = app.json("/api/v1/fib/indexes").await;
+    assert_eq!(listed["indexes"][0]["submissions"], 51, "{listed}");
     let (status, _) = submit(&app, r#"{"index":13}"#, Some("fib-key-1")).await;
     assert_eq!(status, 422, "a key reused for another index");
     assert_eq!(app.json("/api/v1/fib/12").await.1["status"], "pending");

@@ -44,6 +44,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 pub(super) struct Connection {
     pub stream: TcpStream,
+    /// When the accept loop took it (`now()`), the start of its first head's time.
+    pub accepted: u64,
     pub peer: SocketAddr,
     pub app: Router,
     pub builder: Arc<Builder<TokioExecutor>>,
@@ -55,13 +57,14 @@ impl Connection {
     pub async fn serve(self, mut closing: watch::Receiver<bool>, _open: OpenGuard) {
         let Self {
             stream,
+            accepted,
             peer,
             app,
             builder,
             limits,
             role,
         } = self;
-        let state = Arc::new(State::new());
+        let state = Arc::new(State::new(accepted));
         let io = TokioIo::new(Watched {
             inner: stream,
             state: state.clone(),
@@ -149,9 +152,9 @@ struct State {
 }
 
 impl State {
-    fn new() -> Self {
+    fn new(accepted: u64) -> Self {
         Self {
-            accepted: now(),
+            accepted,
             exchanges: AtomicUsize::new(0),
             quiet_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
@@ -227,7 +230,7 @@ impl State {
 /// The watchdog's clock: milliseconds since the first use, plus one so that 0 means "never".
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     EPOCH.elapsed().as_millis() as u64 + 1
 }
 
@@ -406,10 +409,7 @@ mod tests {
     }
 
     fn state_at(accepted: u64) -> State {
-        State {
-            accepted,
-            ..State::new()
-        }
+        State::new(accepted)
     }
 
     #[test]

@@ -56,6 +56,25 @@ connection: close\r\ncontent-length: 45\r\n\r\n\
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// Connections the kernel completes before the accept loop takes them. Tokio's default (1024)
+/// overflows in a burst of connections: the kernel then drops the handshake's last ACK, and the
+/// client, which believes it is connected, waits a second for the retransmission. The kernel
+/// caps this at net.core.somaxconn (4096 on current kernels).
+const BACKLOG: u32 = 4096;
+
+/// Binds a listener with `BACKLOG` (port 0 picks a free port).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's bind does: a restarted process can listen again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Serves `app` on `listener` until `closing` turns true; then stops accepting, closes every
 /// connection without a request in flight, lets the others finish their request, and returns
 /// once all are closed (the caller bounds that wait).
@@ -94,6 +113,7 @@ async fn accept_loop(
                 };
                 let task = conn::Connection {
                     stream,
+                    accepted: conn::now(),
                     peer,
                     app: app.clone(),
                     builder: builder.clone(),

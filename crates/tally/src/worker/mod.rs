@@ -85,8 +85,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         Duration::from_secs(1),
         args.request_timeout,
     );
-    let admin = tokio::net::TcpListener::bind(args.admin_listen)
-        .await
+    let admin = listener::bind(args.admin_listen)
         .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
     let admin_app = admin::router(AdminState {
         health: health.clone(),

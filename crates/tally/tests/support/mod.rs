@@ -231,10 +231,16 @@ pub struct BinaryApp {
 }
 
 impl BinaryApp {
+    /// `tally serve` with `envs` on free loopback ports.
     pub fn start(envs: &[(&str, String)]) -> Self {
+        Self::start_command("serve", envs)
+    }
+
+    /// `tally <subcommand>` (serve or web) with `envs` on free loopback ports.
+    pub fn start_command(subcommand: &str, envs: &[(&str, String)]) -> Self {
         let (port, admin_port) = (redis::free_port(), redis::free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-        cmd.arg("serve")
+        cmd.arg(subcommand)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("TALLY_LISTEN", format!("127.0.0.1:{port}"))
@@ -278,6 +284,18 @@ impl BinaryApp {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("tally did not start; output:\n{}", self.output_text());
+    }
+
+    /// The process's resident memory in bytes (VmRSS).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/<pid>/status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kb * 1024
     }
 
     pub fn output_text(&self) -> String {

@@ -201,16 +201,26 @@ impl SentinelSetup {
         };
         setup.wait_for(
             Duration::from_secs(20),
-            "replicas in sync and known to every sentinel",
+            "replicas in sync, acknowledging, and known to every sentinel",
             |s| {
-                s.replicas.iter().all(|r| {
-                    r.cli(&["INFO", "replication"])
-                        .is_some_and(|i| i.contains("master_link_status:up"))
-                        && s.sentinels.iter().all(|x| {
-                            x.cli(&["SENTINEL", "replicas", "mymaster"])
-                                .is_some_and(|list| list.contains(&r.port.to_string()))
-                        })
-                })
+                // After a diskless full sync the master streams writes to a replica only once
+                // that replica's first REPLCONF ACK arrives (they come once a second): until then
+                // the master lists it with offset=0, and a WAIT on it times out.
+                let info = s.master.cli(&["INFO", "replication"]).unwrap_or_default();
+                let acknowledging = info
+                    .lines()
+                    .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                    .filter(|l| !l.contains(",offset=0,"))
+                    .count();
+                acknowledging == s.replicas.len()
+                    && s.replicas.iter().all(|r| {
+                        r.cli(&["INFO", "replication"])
+                            .is_some_and(|i| i.contains("master_link_status:up"))
+                            && s.sentinels.iter().all(|x| {
+                                x.cli(&["SENTINEL", "replicas", "mymaster"])
+                                    .is_some_and(|list| list.contains(&r.port.to_string()))
+                            })
+                    })
             },
         );
         setup

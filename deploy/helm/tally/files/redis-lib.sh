@@ -75,6 +75,41 @@ first_command() {
   printf '%s\n' "$1"
 }
 
+# maxmemory_setting: the `maxmemory` start-redis.sh configures. REDIS_MAXMEMORY when set (a Redis
+# size such as 400mb; 0 for none); else REDIS_MAXMEMORY_PERCENT (default 75) of the container's
+# memory limit: REDIS_MEMORY_LIMIT in bytes (the chart sets it from the Downward API), else this
+# process's cgroup limit (v2 memory.max, v1 memory.limit_in_bytes). Empty when no limit is known.
+# Why 75 %: a BGSAVE or an AOF rewrite forks, and the child's copy-on-write pages, the replication
+# backlog and the client buffers need the rest. With noeviction, a full Redis refuses writes
+# (tally answers 507) instead of growing until the kernel kills it.
+maxmemory_setting() {
+  if [ -n "${REDIS_MAXMEMORY:-}" ]; then
+    printf '%s\n' "$REDIS_MAXMEMORY"
+    return 0
+  fi
+  _limit=${REDIS_MEMORY_LIMIT:-}
+  if [ -z "$_limit" ]; then
+    # This process's cgroup as /proc names it, then the mount's root (what a container sees).
+    _v2=$(sed -n 's/^0:://p' /proc/self/cgroup 2>/dev/null | head -n 1)
+    _v1=$(sed -n 's/^[0-9]*:memory://p' /proc/self/cgroup 2>/dev/null | head -n 1)
+    for _f in "/sys/fs/cgroup${_v2%/}/memory.max" /sys/fs/cgroup/memory.max \
+      "/sys/fs/cgroup/memory${_v1%/}/memory.limit_in_bytes" /sys/fs/cgroup/memory/memory.limit_in_bytes; do
+      if [ -r "$_f" ]; then
+        _limit=$(cat "$_f")
+        break
+      fi
+    done
+  fi
+  case "$_limit" in
+    '' | max | *[!0-9]*) return 0 ;;
+  esac
+  # cgroup v1 says "no limit" with a number near 2^63; below 10^17 the product cannot overflow.
+  if [ "${#_limit}" -gt 16 ]; then
+    return 0
+  fi
+  printf '%s\n' $((_limit * ${REDIS_MAXMEMORY_PERCENT:-75} / 100))
+}
+
 # lib_init: computes the node lists and this node's identity; reads the passwords.
 lib_init() {
   POD_NAME=${POD_NAME:-$(hostname)}

@@ -8,6 +8,8 @@
 #   REDIS_RUN_DIR           writable directory for the generated redis.conf  default: /tmp/redis
 #   REDIS_BIND              addresses to listen on                     default: * -::*
 #   REDIS_EXTRA_CONFIG_FILE optional file of extra directives, included last
+#   REDIS_MAXMEMORY, REDIS_MAXMEMORY_PERCENT, REDIS_MEMORY_LIMIT: the memory bound (see
+#                           maxmemory_setting in redis-lib.sh)    default: 75 % of the limit
 #   REDIS_SERVER            the server binary         default: redis-server, else valkey-server
 #   FILES_DIR               where redis.conf and redis-lib.sh are      default: this script's dir
 set -eu
@@ -33,6 +35,13 @@ if [ -z "$master" ]; then
   fi
 fi
 
+maxmemory=$(maxmemory_setting)
+if [ -n "$maxmemory" ]; then
+  log "maxmemory $maxmemory (policy noeviction: a full Redis refuses writes)"
+else
+  log "WARNING: no memory limit known and REDIS_MAXMEMORY unset: Redis may grow until it is killed"
+fi
+
 conf=$REDIS_RUN_DIR/redis.conf
 umask 077
 {
@@ -43,6 +52,9 @@ umask 077
   printf 'dir %s\n' "$REDIS_DATA_DIR"
   printf 'replica-announce-ip %s\n' "$MY_HOST"
   printf 'replica-announce-port %s\n' "$(port_of "$MY_REDIS")"
+  if [ -n "$maxmemory" ]; then
+    printf 'maxmemory %s\n' "$maxmemory"
+  fi
   if [ -n "$REDIS_PASSWORD" ]; then
     printf 'requirepass %s\n' "$(conf_quote "$REDIS_PASSWORD")"
     printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
