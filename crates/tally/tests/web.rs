@@ -204,3 +204,82 @@ async fn load_through_the_web_tier_loses_nothing() {
     assert_eq!(report["duplicated"], 0);
     assert!(report["requests"].as_u64().unwrap() > 100, "{report:#}");
 }
+
+/// Sends `path` byte for byte to `base` (no client-side resolution of `..`) and returns the
+/// status line's code.
+async fn raw_status(base: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_refuses_dot_segments_and_form_mistakes_are_json() {
+    let (_redis, api, web) = stack().await;
+    for path in [
+        "/api/v1/../../metrics",
+        "/api/v1/%2e%2e/%2E%2E/metrics",
+        "/api/v1/counters/../../metrics",
+        "/api/./v1/messages",
+    ] {
+        assert_eq!(raw_status(&web.base, path).await, 400, "{path}");
+    }
+    // Nothing reached the counter those paths would have resolved to.
+    assert_eq!(api.json("/api/v1/counters/metrics").await.1["count"], 0);
+    assert_eq!(raw_status(&web.base, "/api/v1/messages").await, 200);
+
+    let r = web
+        .client
+        .post(format!("{}/web/messages", web.base))
+        .header("content-type", "text/plain")
+        .body("text=hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    let r = web
+        .client
+        .get(format!("{}/web/messages", web.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_api_url_never_show() {
+    let (_redis, api, _) = stack().await;
+    let with_secret = api
+        .base
+        .replacen("http://", "http://tally:s3cret-in-url@", 1);
+    let web = Web::start(&with_secret).await;
+    // The page works through the URL's credentials (the API ignores them).
+    assert_eq!(web.page("/").await.0, 200);
+    let readyz = web
+        .client
+        .get(format!("{}/readyz", web.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        readyz.contains(api.base.trim_start_matches("http://")),
+        "{readyz}"
+    );
+    assert!(!readyz.contains("s3cret"), "{readyz}");
+}

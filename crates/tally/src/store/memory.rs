@@ -9,9 +9,10 @@ use std::time::{Instant, SystemTime};
 
 use super::{Idempotency, Incremented, Message, MessageId, Posted, StoreError};
 
-/// Counters, and idempotency records of each kind, the store holds at most: about 100 MB each
-/// at the longest ids, far more than trying tally out needs.
-pub const MAX_ENTRIES: usize = 1_000_000;
+/// Counters, and idempotency records of each kind, the store holds at most: about 30 MB of
+/// counters and 60 MB of records at the longest ids and keys, far more than trying tally out
+/// needs.
+pub const MAX_ENTRIES: usize = 100_000;
 
 #[derive(Clone, Default)]
 pub struct MemoryStore {
