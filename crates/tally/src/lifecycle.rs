@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::ListenerLimits;
 use crate::health::Health;
-use crate::listener::{self, Role};
+use crate::listener::{self, App, Role};
 
 /// The shutdown timing, as flags of `serve` and `web`.
 #[derive(clap::Args, Debug, Clone, Copy)]
@@ -52,6 +52,9 @@ pub struct Listeners {
     pub public: (TcpListener, Router),
     pub admin: (TcpListener, Router),
     pub limits: ListenerLimits,
+    /// Public requests carry the peer address (`listener::Peer`): the rate limit and web's
+    /// X-Forwarded-For need it.
+    pub peer_address: bool,
 }
 
 pub async fn serve_until(
@@ -67,15 +70,15 @@ pub async fn serve_until(
         public: (public, public_app),
         admin: (admin, admin_app),
         limits,
+        peer_address,
     } = listeners;
-    let public_task = listener::spawn(
-        public,
-        Role::Public,
-        public_app,
-        limits.public,
-        public_closed,
-    );
-    let admin_task = listener::spawn(admin, Role::Admin, admin_app, limits.admin, admin_closed);
+    let public_app = App {
+        role: Role::Public,
+        router: public_app,
+        peer_address,
+    };
+    let public_task = listener::spawn(public, public_app, limits.public, public_closed);
+    let admin_task = listener::spawn(admin, App::admin(admin_app), limits.admin, admin_closed);
 
     shutdown.await;
     health.start_draining();

@@ -114,7 +114,8 @@ const MAX_CACHED_SERIES: usize = 256;
 struct HttpSeries {
     route: String,
     method: &'static str,
-    status: &'static str,
+    /// The code answered; its label (`status_label`) is looked up only when registering.
+    status: u16,
     requests: Counter,
     duration: Histogram,
 }
@@ -189,7 +190,7 @@ pub fn status_label(status: u16) -> &'static str {
 /// Records one answered request. `route` must be a route template (or `unmatched`), never a
 /// raw path: with the method and status labels from fixed sets, the series stay bounded.
 pub fn http_request(route: &str, method: &axum::http::Method, status: u16, elapsed: Duration) {
-    let (method, status) = (method_label(method), status_label(status));
+    let method = method_label(method);
     let seconds = elapsed.as_secs_f64();
     HTTP_SERIES.with_borrow_mut(|cache| {
         let known = cache
@@ -202,7 +203,7 @@ pub fn http_request(route: &str, method: &axum::http::Method, status: u16, elaps
         }
         let r = route.to_owned();
         let series = HttpSeries {
-            requests: counter!("http_requests_total", "route" => r.clone(), "method" => method, "status" => status),
+            requests: counter!("http_requests_total", "route" => r.clone(), "method" => method, "status" => status_label(status)),
             duration: histogram!("http_request_duration_seconds", "route" => r.clone(), "method" => method),
             route: r,
             method,

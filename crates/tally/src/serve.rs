@@ -92,6 +92,7 @@ impl Server {
             ),
             admin: (admin, admin_router(state.clone())),
             limits: config.limits,
+            peer_address: config.rate_limit.is_some(),
         };
         let drain = config.drain;
         let result = serve_until(listeners, state.health.clone(), drain, shutdown).await;

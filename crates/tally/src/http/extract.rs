@@ -85,31 +85,30 @@ pub fn body_error(rejection: &BytesRejection) -> ApiError {
 }
 
 /// The last line of defence: an error answer that is not JSON (axum's own 405 for a route
-/// without a fallback, say) becomes `{"error": "<reason>"}` with the same status. HTML pages
-/// of the web tier are left alone. Called by `middleware::observe` on every answer: one branch
-/// for a success.
-pub fn json_error_body(response: Response) -> Response {
+/// without a fallback, say) gets `{"error": "<reason>"}` with the same status. HTML pages of the
+/// web tier are left alone. `middleware::observe` calls it on every answer: one comparison for
+/// a success.
+pub fn json_error_body(response: &mut Response) {
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
+    if status.as_u16() < 400 {
+        return;
     }
     let plain = match response.headers().get(header::CONTENT_TYPE) {
         None => true,
         Some(v) => v.as_bytes().starts_with(b"text/plain"),
     };
     if !plain {
-        return response;
+        return;
     }
-    let (mut parts, _) = response.into_parts();
     let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
     let mut json = ApiError::new(status, reason).into_response();
     // Keep what the original said about retrying or allowed methods.
     for name in [header::ALLOW, header::RETRY_AFTER] {
-        if let Some(value) = parts.headers.remove(&name) {
+        if let Some(value) = response.headers_mut().remove(&name) {
             json.headers_mut().insert(name, value);
         }
     }
     json.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    json
+    *response = json;
 }

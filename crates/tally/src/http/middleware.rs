@@ -46,7 +46,9 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         )
         .into_response()
     } else {
-        super::extract::json_error_body(next.run(request).await)
+        let mut response = next.run(request).await;
+        super::extract::json_error_body(&mut response);
+        response
     };
 
     let elapsed = started.elapsed();

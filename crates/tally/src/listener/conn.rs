@@ -10,9 +10,11 @@
 //!
 //! A request in flight is bounded by its own deadlines (the body's, then the store's).
 //!
-//! Cost on the hot path: no timer is reset per request. The watchdog is never armed more than H
-//! ahead, so a head or a stalled write that starts after it was armed ends no sooner than the
-//! armed deadline; when it fires, it computes the real deadline and re-arms once.
+//! Cost on the hot path: the watchdog is a task of its own, so serving a request polls no timer,
+//! and no timer is reset per request. It is never armed more than H ahead, so a head or a
+//! stalled write that starts after it was armed ends no sooner than the armed deadline; when it
+//! fires, it computes the real deadline and re-arms once. It closes a connection by aborting
+//! the task that serves it, which drops the socket.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,7 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -47,6 +49,9 @@ pub(super) struct Connection {
     /// When the accept loop took it (`now()`), the start of its first head's time.
     pub accepted: u64,
     pub peer: SocketAddr,
+    /// Put the peer address in every request's extensions (`listener::Peer`); off, no request
+    /// pays for the extension map.
+    pub peer_address: bool,
     pub app: Router,
     pub builder: Arc<Builder<TokioExecutor>>,
     pub limits: Limits,
@@ -54,57 +59,117 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub async fn serve(self, mut closing: watch::Receiver<bool>, _open: OpenGuard) {
-        let Self {
-            stream,
-            accepted,
-            peer,
-            app,
-            builder,
-            limits,
-            role,
-        } = self;
-        let state = Arc::new(State::new(accepted));
+    /// Serves the connection in one task and watches it from another: the watchdog wakes only
+    /// at its deadlines, so serving requests pays nothing for it (no timer polled per wake).
+    pub fn spawn(self, closing: watch::Receiver<bool>, open: OpenGuard) {
+        let state = Arc::new(State::new(self.accepted));
         let io = TokioIo::new(Watched {
-            inner: stream,
+            inner: self.stream,
             state: state.clone(),
         });
         let service = Exchanges {
-            app,
+            app: self.app,
             state: state.clone(),
-            peer,
-            body_timeout: limits.body_timeout,
+            peer: self.peer_address.then_some(self.peer),
+            body_timeout: self.limits.body_timeout,
         };
-        let conn = builder.serve_connection(io, service);
-        tokio::pin!(conn);
-        let mut draining = false;
-        let watchdog = tokio::time::sleep_until(at(state.accepted + millis(limits.header_timeout)));
-        tokio::pin!(watchdog);
-        loop {
-            tokio::select! {
-                biased;
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(listener = role.as_str(), error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = watchdog.as_mut() => match state.verdict(now(), &limits, draining) {
-                    Verdict::Close(reason) => {
-                        crate::metrics::connection_closed(role.as_str(), reason.as_str());
-                        return;
-                    }
-                    Verdict::Until(deadline) => watchdog.as_mut().reset(at(deadline)),
-                },
-                _ = closing.wait_for(|c| *c), if !draining => {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                    // The watchdog now looks often, so a connection is closed as soon as its
-                    // last request is answered.
-                    watchdog.as_mut().reset(Instant::now());
-                }
+        let role = self.role;
+        let serving = tokio::spawn(drive(self.builder, io, service, state.clone(), open, role));
+        let watchdog = tokio::spawn(watch(state.clone(), self.limits, role, closing, serving));
+        let _ = state.watchdog.set(watchdog.abort_handle());
+        // The connection may have ended before the handle was there to abort.
+        if state.ended.load(Ordering::Acquire) {
+            watchdog.abort();
+        }
+    }
+}
+
+/// Serves the connection until it ends (or the watchdog aborts this task).
+async fn drive(
+    builder: Arc<Builder<TokioExecutor>>,
+    io: TokioIo<Watched>,
+    service: Exchanges,
+    state: Arc<State>,
+    _open: OpenGuard,
+    role: Role,
+) {
+    let conn = builder.serve_connection(io, service);
+    let served = Draining {
+        conn,
+        state: &state,
+        shutting_down: false,
+    }
+    .await;
+    if let Err(e) = served {
+        tracing::debug!(listener = role.as_str(), error = %e, "connection ended with an error");
+    }
+    state.ended.store(true, Ordering::Release);
+    if let Some(watchdog) = state.watchdog.get() {
+        watchdog.abort();
+    }
+}
+
+/// Closes the connection when the client stalls or idles (see the module comment), and while
+/// draining once no request is in flight.
+async fn watch(
+    state: Arc<State>,
+    limits: Limits,
+    role: Role,
+    mut closing: watch::Receiver<bool>,
+    serving: tokio::task::JoinHandle<()>,
+) {
+    let mut draining = false;
+    let watchdog = tokio::time::sleep_until(at(state.accepted + millis(limits.header_timeout)));
+    tokio::pin!(watchdog);
+    loop {
+        tokio::select! {
+            () = watchdog.as_mut() => {}
+            _ = closing.wait_for(|c| *c), if !draining => {
+                draining = true;
+                // Read by `Draining` at the connection's next wake: hyper then ends the
+                // connection after the request in flight (HTTP/1 `Connection: close`, HTTP/2
+                // GOAWAY). A quiet connection is closed below, at once.
+                state.draining.store(true, Ordering::Release);
             }
         }
+        if state.ended.load(Ordering::Acquire) {
+            return;
+        }
+        match state.verdict(now(), &limits, draining) {
+            Verdict::Close(reason) => {
+                crate::metrics::connection_closed(role.as_str(), reason.as_str());
+                serving.abort();
+                return;
+            }
+            Verdict::Until(deadline) => watchdog.as_mut().reset(at(deadline)),
+        }
+    }
+}
+
+type HyperConnection<'a> =
+    hyper_util::server::conn::auto::Connection<'a, TokioIo<Watched>, Exchanges, TokioExecutor>;
+
+pin_project_lite::pin_project! {
+    /// The hyper connection, shut down gracefully once `State::draining` is set.
+    struct Draining<'a> {
+        #[pin]
+        conn: HyperConnection<'a>,
+        state: &'a State,
+        shutting_down: bool,
+    }
+}
+
+impl Future for Draining<'_> {
+    type Output = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // One relaxed load per wake; a busy connection is woken by its own I/O soon enough.
+        if !*this.shutting_down && this.state.draining.load(Ordering::Relaxed) {
+            *this.shutting_down = true;
+            this.conn.as_mut().graceful_shutdown();
+        }
+        this.conn.poll(cx)
     }
 }
 
@@ -149,6 +214,11 @@ struct State {
     /// The first write that could not proceed, since the last one that did.
     stalled_since: AtomicU64,
     http2: AtomicBool,
+    /// Set by the watchdog when the listener drains.
+    draining: AtomicBool,
+    /// Set when the serving task ends, so the watchdog stops.
+    ended: AtomicBool,
+    watchdog: OnceLock<tokio::task::AbortHandle>,
 }
 
 impl State {
@@ -160,6 +230,9 @@ impl State {
             head_since: AtomicU64::new(0),
             stalled_since: AtomicU64::new(0),
             http2: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            watchdog: OnceLock::new(),
         }
     }
 
@@ -309,7 +382,7 @@ impl AsyncWrite for Watched {
 struct Exchanges {
     app: Router,
     state: Arc<State>,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
     body_timeout: Duration,
 }
 
@@ -323,9 +396,11 @@ impl hyper::service::Service<Request<Incoming>> for Exchanges {
         let exchange = Exchange(self.state.clone());
         let limit = self.body_timeout;
         let mut request = request.map(|body| DeadlineBody::new(body, limit));
-        request
-            .extensions_mut()
-            .insert(axum::extract::ConnectInfo(self.peer));
+        if let Some(peer) = self.peer {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
         ExchangeFuture {
             inner: self.app.clone().call(request),
             exchange: Some(exchange),

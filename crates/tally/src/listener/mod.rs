@@ -80,21 +80,44 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// once all are closed (the caller bounds that wait).
 pub fn spawn(
     listener: TcpListener,
-    role: Role,
-    app: Router,
+    app: App,
     limits: Limits,
     closing: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(accept_loop(listener, role, app, limits, closing))
+    tokio::spawn(accept_loop(listener, app, limits, closing))
+}
+
+/// What a listener serves.
+pub struct App {
+    pub role: Role,
+    pub router: Router,
+    /// Give every request the peer address (`Peer`), for the rate limit and web's
+    /// X-Forwarded-For. It costs an extension map per request, so only where needed.
+    pub peer_address: bool,
+}
+
+impl App {
+    /// An admin listener's: probes and scrapes need no peer address.
+    pub fn admin(router: Router) -> Self {
+        Self {
+            role: Role::Admin,
+            router,
+            peer_address: false,
+        }
+    }
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    role: Role,
-    app: Router,
+    app: App,
     limits: Limits,
     mut closing: watch::Receiver<bool>,
 ) {
+    let App {
+        role,
+        router: app,
+        peer_address,
+    } = app;
     let builder = Arc::new(builder(&limits));
     let open = Arc::new(Open::new(role));
     let mut backoff = ACCEPT_BACKOFF_MIN;
@@ -115,12 +138,13 @@ async fn accept_loop(
                     stream,
                     accepted: conn::now(),
                     peer,
+                    peer_address,
                     app: app.clone(),
                     builder: builder.clone(),
                     limits,
                     role,
                 };
-                tokio::spawn(task.serve(closing.clone(), guard));
+                task.spawn(closing.clone(), guard);
             }
             // The peer gave up before we accepted: nothing to do.
             Err(e) if is_connection_error(&e) => {}

@@ -134,6 +134,8 @@ impl WebServer {
             public: (self.public, public_app),
             admin: (self.admin, admin::router(admin_state)),
             limits: self.limits,
+            // The proxy appends the visitor's address to X-Forwarded-For.
+            peer_address: true,
         };
         let drain = self.args.drain;
         let result = serve_until(listeners, health, drain, shutdown).await;

@@ -18,7 +18,7 @@ use crate::config::{resolve_durability, ListenerArgs, LogFormat, RedisArgs, Stor
 use crate::health::Health;
 use crate::http::admin::{self, AdminState};
 use crate::jobs::fib::fib;
-use crate::listener::{self, Role};
+use crate::listener::{self, App};
 use crate::store::{Job, KeySpace, RedisStore, Store};
 
 #[derive(Args, Debug, Clone)]
@@ -93,7 +93,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         dependency: ("store", writer.kind().to_owned()),
     });
     let (close_admin, admin_closed) = tokio::sync::watch::channel(false);
-    let admin_task = listener::spawn(admin, Role::Admin, admin_app, limits, admin_closed);
+    let admin_task = listener::spawn(admin, App::admin(admin_app), limits, admin_closed);
     let upkeep = crate::lifecycle::spawn_metrics_upkeep(crate::metrics::handle());
     let stop = Arc::new(AtomicBool::new(false));
     let signal_stop = stop.clone();
