@@ -20,7 +20,7 @@ arithmetic behind the default connection cap.
 
 {{/*
 TALLY_MAX_CONNECTIONS of a container: .value when set, else half its memory limit at 32 KiB a
-connection (a held connection measured about 16 kB, docs/security.md): 4096 at 256Mi. Without a
+connection (a held connection measured 15-16 kB, docs/security.md): 4096 at 256Mi. Without a
 memory limit: tally's own default, 4096.
 */}}
 {{- define "tally.maxConnections" -}}
