@@ -4,7 +4,8 @@
 # awkward characters), started at once as a StatefulSet with parallel pod management would.
 # Checks bootstrap of node 0 as master, a killed master rejoining as a replica, the preStop
 # handover (CLIENT PAUSE WRITE + SENTINEL FAILOVER), a restarted sentinel following the current
-# master without being counted twice, and the probes.
+# master without being counted twice, the probes, a master that returns with an empty data
+# directory, and cold starts of the whole group (one node behind; the master never back).
 #
 # Needs redis-server, redis-sentinel and redis-cli (apt-get install redis-server redis-sentinel
 # redis-tools). Bounded: every wait has a deadline; everything started is stopped on exit.
@@ -73,6 +74,7 @@ run_script() {
     REDIS_PASSWORD_FILE="$T/password" REDIS_DATA_DIR="$T/n$i/data" \
     REDIS_RUN_DIR="$T/n$i/redis-run" SENTINEL_RUN_DIR="$T/n$i/sentinel-run" \
     SENTINEL_DOWN_AFTER_MS=2000 SENTINEL_FAILOVER_TIMEOUT_MS=10000 CLI_TIMEOUT=2 \
+    ELECTION_WAIT_SECONDS=6 \
     PRESTOP_PAUSE_MS=10000 PRESTOP_TIMEOUT_SECONDS=30 \
     "$SH" "$FILES/$s" "$@"
 }
@@ -164,7 +166,11 @@ check "every sentinel started after both replicas attached" \
   every_sentinel_logged "2 of 2 replicas attached to 127.0.0.1:$BASE"
 wait_for 30 "bootstrap: every sentinel knows both replicas" \
   eval 'knows_replicas 0 && knows_replicas 1 && knows_replicas 2'
-check "node 0 log says it bootstrapped" grep -q 'bootstrapping node 0 as master' "$T/n0/redis.log"
+# With all nodes starting at once, node 0 cannot yet see that the others are empty: they all hold
+# and the sentinels' scripts elect, every clock being 0, node 0.
+check "node 0 bootstrapped or was elected" eval 'grep -q "bootstrapping a new group" "$T/n0/redis.log" \
+  || grep -q "election: .* 127.0.0.1:$BASE has the newest data" "$T"/n*/sentinel.log'
+check "the master ticks the group's clock (db 15)" eval 'sleep 1.5; [ "$(rcli "$(rport 0)" -n 15 GET tally:redis:clock)" -ge 1 ]'
 check "replica-announce-ip written" grep -q '^replica-announce-ip 127.0.0.1' "$T/n1/redis-run/redis.conf"
 
 for _ in 1 2 3; do rcli "$(rport 0)" INCR count:test >/dev/null; done
@@ -230,6 +236,75 @@ wait_for 10 "sentinel $O still counts 2 other sentinels (stable myid)" \
   eval '[ "$(rcli "$(sport "$O")" SENTINEL sentinels mymaster | grep -cx name)" = 2 ]'
 wait_for 20 "CKQUORUM after the sentinel restart" \
   eval 'rcli "$(sport "$S")" SENTINEL CKQUORUM mymaster | grep -q "^OK 3 usable"'
+
+# 5. The master loses its volume and comes back at once, before the sentinels see it down: it
+# must not start as an empty master (the replicas would sync an empty dataset).
+kill_node() { # kill_node I: SIGKILL node I's redis
+  kill -9 "${REDIS_PID[$1]}" 2>/dev/null || true
+  wait "${REDIS_PID[$1]}" 2>/dev/null || true
+}
+M=$(master_node)
+V=$(rcli "$(rport "$M")" INCR count:test)
+rcli "$(rport "$M")" WAIT 2 2000 >/dev/null
+kill_node "$M"
+rm -rf "$T/n$M/data"
+start_redis "$M"
+wait_for 30 "empty master: the sentinels fail over to a replica with the data" \
+  eval 'm=$(master_node); [ -n "$m" ] && [ "$m" != "$M" ]'
+check "the empty node waited instead of starting as master" grep -q 'data directory is empty' "$T/n$M/redis.log"
+N=$(master_node)
+wait_for 20 "no write lost: the new master has count $V" eval '[ "$(rcli "$(rport "$N")" GET count:test)" = "$V" ]'
+wait_for 30 "the empty node rejoins as a replica of node $N" replica_of "$M" "$N"
+wait_for 10 "the empty node has the data again" eval '[ "$(rcli "$(rport "$M")" GET count:test)" = "$V" ]'
+wait_for 10 "the empty node may be promoted again once in sync (replica-priority 100)" \
+  eval '[ "$(rcli "$(rport "$M")" CONFIG GET replica-priority | sed -n 2p)" = 100 ]'
+
+# 6. Cold start with one node behind: a replica dies, writes go on (acknowledged by the other
+# replica), then every redis and sentinel dies and all start again at once. The node that was
+# behind must not become master, whatever its ordinal.
+M=$(master_node)
+B=$(((M + 1) % 3))
+C=$(((M + 2) % 3))
+kill_node "$B"
+for _ in $(seq 1 20); do rcli "$(rport "$M")" INCR count:test >/dev/null; done
+V=$(rcli "$(rport "$M")" GET count:test)
+wait_for 10 "writes reached node $C while node $B was down" eval '[ "$(rcli "$(rport "$C")" GET count:test)" = "$V" ]'
+sleep 2 # the clock moves on without node $B
+for i in 0 1 2; do
+  kill -9 "${REDIS_PID[$i]}" "${SENTINEL_PID[$i]}" 2>/dev/null || true
+  wait "${REDIS_PID[$i]}" "${SENTINEL_PID[$i]}" 2>/dev/null || true
+done
+for i in 0 1 2; do start_redis "$i"; start_sentinel "$i"; done
+wait_for 40 "cold start: the sentinels agree on a master" eval '[ -n "$(master_node)" ]'
+N=$(master_node)
+check "cold start: node $B, which was behind, is not the master (node $N is)" [ "$N" != "$B" ]
+wait_for 20 "cold start: no write lost (count $V)" eval '[ "$(rcli "$(rport "$N")" GET count:test)" = "$V" ]'
+wait_for 30 "cold start: node $B caught up as a replica" eval 'replica_of "$B" "$N" && [ "$(rcli "$(rport "$B")" GET count:test)" = "$V" ]'
+
+# 7. Cold start where the master never comes back: the other two elect, after the wait, the one
+# with the newest data, and nothing acknowledged is lost.
+M=$(master_node)
+V=$(rcli "$(rport "$M")" INCR count:test)
+rcli "$(rport "$M")" WAIT 2 2000 >/dev/null
+for i in 0 1 2; do
+  kill -9 "${REDIS_PID[$i]}" "${SENTINEL_PID[$i]}" 2>/dev/null || true
+  wait "${REDIS_PID[$i]}" "${SENTINEL_PID[$i]}" 2>/dev/null || true
+done
+for i in 0 1 2; do [ "$i" = "$M" ] || { start_redis "$i"; start_sentinel "$i"; }; done
+master_among_others() { # master_among_others M: a node other than M is master
+  local i
+  for i in 0 1 2; do
+    if [ "$i" != "$1" ] && [ "$(role "$i")" = master ]; then return 0; fi
+  done
+  return 1
+}
+wait_for 40 "two of three: a master is elected after the wait" master_among_others "$M"
+for i in 0 1 2; do if [ "$i" != "$M" ] && [ "$(role "$i")" = master ]; then N=$i; fi; done
+check "two of three: the election waited for the missing node" grep -q 'election: 2 of 3' "$T"/n*/sentinel.log
+wait_for 10 "two of three: no write lost (count $V)" eval '[ "$(rcli "$(rport "$N")" GET count:test)" = "$V" ]'
+start_redis "$M"
+start_sentinel "$M"
+wait_for 30 "the returning node joins as a replica" replica_of "$M" "$N"
 
 if [ "$FAIL" -gt 0 ]; then dump_logs; fi
 echo "redis scripts: $(elapsed)s"

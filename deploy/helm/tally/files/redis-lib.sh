@@ -23,6 +23,7 @@
 #   SENTINEL_PASSWORD_FILE  file holding the Sentinel password          default: REDIS_PASSWORD_FILE
 #   CLI_TIMEOUT          seconds allowed for one redis-cli call          default: 3
 #   REDIS_CLI            the client binary             default: redis-cli, else valkey-cli
+#   REDIS_CLOCK_DB       database of the group's recency clock           default: 15
 #
 # Node names are announced (replica-announce-ip, sentinel announce-ip), never addresses, so a node
 # that comes back with a new IP address keeps its identity. Host names must not contain ':'.
@@ -118,6 +119,7 @@ lib_init() {
   SENTINEL_PORT=${SENTINEL_PORT:-26379}
   MASTER_NAME=${MASTER_NAME:-mymaster}
   CLI_TIMEOUT=${CLI_TIMEOUT:-3}
+  REDIS_CLOCK_DB=${REDIS_CLOCK_DB:-15}
   HEADLESS_DOMAIN=${HEADLESS_DOMAIN:-}
   REDIS_CLI=${REDIS_CLI:-$(first_command redis-cli valkey-cli)}
 
@@ -204,15 +206,14 @@ role_of() {
   redis_cli "$1" ROLE 2>/dev/null | sed -n 1p
 }
 
-# redis_master: the first Redis node that says it is a master, empty if none
+# redis_master: the Redis node that says it is a master, empty if none. Should two say so (an
+# old master cut off from the others), the one with more replicas, then the newer data (clock).
 redis_master() {
   for _r in $REDIS_NODES; do
-    if [ "$(role_of "$_r")" = master ]; then
-      printf '%s\n' "$_r"
-      return 0
-    fi
-  done
-  return 0
+    _ri=$(redis_cli "$_r" INFO replication 2>/dev/null) || continue
+    [ "$(info_field "$_ri" role)" = master ] || continue
+    printf '%s %s %s\n' "$(info_field "$_ri" connected_slaves)" "$(node_clock "$_r")" "$_r"
+  done | sort -k1,1nr -k2,2nr | awk 'NR == 1 { print $3 }'
 }
 
 # discover_master: the current master as host:port: what the sentinels say; if no sentinel knows
@@ -243,4 +244,109 @@ same_node() {
 # info_field SECTION-OUTPUT FIELD: the value of FIELD in INFO output
 info_field() {
   printf '%s\n' "$1" | tr -d '\r' | sed -n "s/^$2://p"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Which node has the data. A node's replication offset cannot tell: after loading an AOF, Redis
+# restarts it at 0 (checked on 7.0: master_repl_offset:0 and a new master_replid). So the master
+# increments a counter once a second (clock_loop in start-redis.sh), in a database of its own
+# (REDIS_CLOCK_DB) where it never meets tally's keys. It is replicated and persisted like any
+# write: after a restart each node's copy says how recent its data is, to the second, and a node
+# that holds it has been part of a running group (a fresh volume never has it).
+CLOCK_KEY=tally:redis:clock
+# A node whose data may be older or newer than the others' starts as a replica of this address,
+# where nothing listens: it loads its data and answers INFO, but takes no writes and syncs from
+# no one until an election (elect_master) names the master.
+HOLD_HOST=127.0.0.1
+HOLD_PORT=1
+
+# local_data_present DIR: true when DIR holds Redis persistence (the AOF directory or an RDB)
+local_data_present() {
+  if ls "$1"/appendonlydir/*.manifest >/dev/null 2>&1; then return 0; fi
+  [ -s "$1/dump.rdb" ] || [ -s "$1/appendonly.aof" ]
+}
+
+# node_keys REDIS: keys REDIS holds outside the clock's database; empty when it does not answer
+# or is still loading its data
+node_keys() {
+  _ki=$(redis_cli "$1" INFO keyspace 2>/dev/null) || return 0
+  _pi=$(redis_cli "$1" INFO persistence 2>/dev/null) || return 0
+  [ "$(info_field "$_pi" loading)" = 0 ] || return 0
+  printf '%s\n' "$_ki" | tr -d '\r' | awk -F'[:=,]' -v skip="db$REDIS_CLOCK_DB" '
+    $1 ~ /^db[0-9]+$/ && $1 != skip { n += $3 } END { print n + 0 }'
+}
+
+# node_clock REDIS: the clock REDIS holds (0: none); empty when it does not answer
+node_clock() {
+  _c=$(redis_cli "$1" -n "$REDIS_CLOCK_DB" GET "$CLOCK_KEY" 2>/dev/null) || return 0
+  case "$_c" in
+    '' | *[!0-9]*) echo 0 ;;
+    *) echo "$_c" ;;
+  esac
+}
+
+# others_hold_data: "yes" when another node answers with keys, "no" when every other node
+# answers without any, "unknown" when one does not answer (it may hold the newest data)
+others_hold_data() {
+  _answer=no
+  for _r in $REDIS_NODES; do
+    same_node "$_r" "$MY_REDIS" && continue
+    _k=$(node_keys "$_r")
+    if [ -z "$_k" ]; then
+      _answer=unknown
+    elif [ "$_k" -gt 0 ]; then
+      echo yes
+      return 0
+    fi
+  done
+  echo "$_answer"
+}
+
+# holding REDIS: true when REDIS waits for an election (a replica of the hold address)
+holding() {
+  _hi=$(redis_cli "$1" INFO replication 2>/dev/null) || return 1
+  [ "$(info_field "$_hi" role)" = slave ] && [ "$(info_field "$_hi" master_host)" = "$HOLD_HOST" ] \
+    && [ "$(info_field "$_hi" master_port)" = "$HOLD_PORT" ]
+}
+
+# elect_master: when no node is master and the nodes hold data, the node with the newest data
+# (the highest clock; on a tie the lowest ordinal) becomes master and the others its replicas.
+# Every node must answer, or, after ELECTION_WAIT_SECONDS (default 60), a majority; in that case
+# only the lowest-ordinal node that answers elects, so two electors never pick differently from
+# different views. Prints the elected master; empty when it is not this script's turn, or too
+# few nodes answer (the caller waits and tries again).
+elect_master() {
+  _waited=${1:-0}
+  _seen=0
+  _total=0
+  _best=''
+  _best_clock=-1
+  _first_seen=''
+  for _r in $REDIS_NODES; do
+    _total=$((_total + 1))
+    holding "$_r" || continue
+    _seen=$((_seen + 1))
+    [ -n "$_first_seen" ] || _first_seen=$_r
+    _c=$(node_clock "$_r")
+    [ -n "$_c" ] || continue
+    if [ "$_c" -gt "$_best_clock" ]; then
+      _best=$_r
+      _best_clock=$_c
+    fi
+  done
+  if [ "$_seen" -lt "$_total" ]; then
+    [ "$_waited" -ge "${ELECTION_WAIT_SECONDS:-60}" ] || return 0
+    [ $((_seen * 2)) -gt "$_total" ] || return 0
+    same_node "$_first_seen" "$MY_REDIS" || return 0
+  fi
+  [ -n "$_best" ] || return 0
+  log "election: $_seen of $_total nodes wait for one; $_best has the newest data (clock $_best_clock)"
+  redis_cli "$_best" REPLICAOF NO ONE >/dev/null 2>&1 || return 0
+  for _r in $REDIS_NODES; do
+    same_node "$_r" "$_best" && continue
+    if holding "$_r"; then
+      redis_cli "$_r" REPLICAOF "$(host_of "$_best")" "$(port_of "$_best")" >/dev/null 2>&1 || true
+    fi
+  done
+  printf '%s\n' "$_best"
 }

@@ -1,8 +1,19 @@
 #!/bin/sh
 # Starts redis-server for one node of tally's Redis + Sentinel group (see redis-lib.sh for the
-# environment that names the nodes). Asks the sentinels for the current master; if no sentinel
-# knows one, asks the Redis nodes; if none is master either, this is a new group: node 0 starts as
-# master and the others as its replicas. So a restarted old master rejoins as a replica.
+# environment that names the nodes). The role comes from the sentinels, else from a Redis node
+# that is master; so a restarted old master rejoins as a replica. Two guards keep a node without
+# the newest data from ever becoming the source the others sync from:
+# - Empty data directory (a new volume, persistence off) while the sentinels still name this
+#   node master and another node holds data: Redis stays down until the sentinels fail over
+#   (they will: the master does not answer), then starts as a replica. Starting as master would
+#   hand every replica an empty dataset.
+# - No master known anywhere (a cold start of the whole group): the node starts holding, a
+#   replica of an address where nothing listens, so it loads its data, takes no writes and
+#   syncs from no one; start-sentinel.sh elects the node with the newest data (elect_master).
+#   Only a node 0 that finds no data anywhere, its own and every other node's, starts a new
+#   group as master at once.
+# A node that starts empty, or holding, is a replica with replica-priority 0 (never promoted)
+# until it has synced; the clock loop then restores the priority.
 #
 #   REDIS_DATA_DIR          data directory (AOF, RDB)                  default: /data
 #   REDIS_RUN_DIR           writable directory for the generated redis.conf  default: /tmp/redis
@@ -10,6 +21,10 @@
 #   REDIS_EXTRA_CONFIG_FILE optional file of extra directives, included last
 #   REDIS_MAXMEMORY, REDIS_MAXMEMORY_PERCENT, REDIS_MEMORY_LIMIT: the memory bound (see
 #                           maxmemory_setting in redis-lib.sh)    default: 75 % of the limit
+#   REDIS_EMPTY_WAIT_SECONDS  how long an empty node named master waits for the failover before
+#                           it exits (to be restarted and look again)  default: 300
+#   REDIS_REPLICA_PRIORITY  replica-priority once in sync          default: 100
+#   REDIS_CLOCK_INTERVAL    seconds between two ticks of the clock     default: 1
 #   REDIS_SERVER            the server binary         default: redis-server, else valkey-server
 #   FILES_DIR               where redis.conf and redis-lib.sh are      default: this script's dir
 set -eu
@@ -25,14 +40,40 @@ REDIS_BIND=${REDIS_BIND:-* -::*}
 REDIS_SERVER=${REDIS_SERVER:-$(first_command redis-server valkey-server)}
 mkdir -p "$REDIS_RUN_DIR" "$REDIS_DATA_DIR"
 
-master=$(discover_master)
-if [ -z "$master" ]; then
-  master=$FIRST_REDIS
-  if [ "$NODE_INDEX" -eq 0 ]; then
-    log "no sentinel and no Redis node knows a master: bootstrapping node 0 as master"
-  else
-    log "no master known yet: starting as a replica of node 0 ($master)"
+REDIS_EMPTY_WAIT_SECONDS=${REDIS_EMPTY_WAIT_SECONDS:-300}
+REDIS_REPLICA_PRIORITY=${REDIS_REPLICA_PRIORITY:-100}
+REDIS_CLOCK_INTERVAL=${REDIS_CLOCK_INTERVAL:-1}
+
+if local_data_present "$REDIS_DATA_DIR"; then has_data=yes; else has_data=no; fi
+waited=0
+while :; do
+  master=$(discover_master)
+  if [ -z "$master" ] || ! same_node "$master" "$MY_REDIS" || [ "$has_data" = yes ]; then break; fi
+  others=$(others_hold_data)
+  if [ "$others" = no ]; then
+    log "named master with an empty data directory; no other node holds data: starting as master"
+    break
   fi
+  if [ "$waited" -ge "$REDIS_EMPTY_WAIT_SECONDS" ]; then
+    die "named master with an empty data directory for ${waited}s while other nodes may hold data ($others); not starting as master"
+  fi
+  [ "$waited" -gt 0 ] || log "the sentinels name this node master, but its data directory is empty and other nodes may hold data ($others): waiting for the sentinels to fail over"
+  sleep 2
+  waited=$((waited + 2))
+done
+
+held=no # replica-priority 0 until synced
+if [ -z "$master" ]; then
+  if [ "$NODE_INDEX" -eq 0 ] && [ "$has_data" = no ] && [ "$(others_hold_data)" = no ]; then
+    master=$FIRST_REDIS
+    log "no master known and no data on any node: bootstrapping a new group, node 0 as master"
+  else
+    master=$HOLD_HOST:$HOLD_PORT
+    held=yes
+    log "no master known (data here: $has_data): holding, a replica of no one, until the newest data is elected"
+  fi
+elif ! same_node "$master" "$MY_REDIS" && [ "$has_data" = no ]; then
+  held=yes
 fi
 
 maxmemory=$(maxmemory_setting)
@@ -64,11 +105,43 @@ umask 077
   else
     log "starting as replica of $master"
     printf 'replicaof %s %s\n' "$(host_of "$master")" "$(port_of "$master")"
+    if [ "$held" = yes ]; then
+      printf 'replica-priority 0\n'
+    fi
   fi
   if [ -n "${REDIS_EXTRA_CONFIG_FILE:-}" ] && [ -r "$REDIS_EXTRA_CONFIG_FILE" ]; then
     printf 'include %s\n' "$REDIS_EXTRA_CONFIG_FILE"
   fi
 } >"$conf.tmp"
 mv "$conf.tmp" "$conf"
+if [ "$held" = yes ]; then : >"$REDIS_RUN_DIR/priority-held"; else rm -f "$REDIS_RUN_DIR/priority-held"; fi
+
+# Beside redis-server (the shell's pid once exec'd), once a second: on the master, tick the clock;
+# holding, follow a master once one is known; held back, restore replica-priority once in sync.
+clock_loop() {
+  _pid=$1
+  while sleep "$REDIS_CLOCK_INTERVAL" && kill -0 "$_pid" 2>/dev/null; do
+    _info=$(redis_cli "$MY_REDIS" INFO replication 2>/dev/null) || continue
+    case "$(info_field "$_info" role)" in
+      master)
+        redis_cli "$MY_REDIS" -n "$REDIS_CLOCK_DB" INCR "$CLOCK_KEY" >/dev/null 2>&1 || true
+        ;;
+      slave)
+        if [ "$(info_field "$_info" master_host)" = "$HOLD_HOST" ] && [ "$(info_field "$_info" master_port)" = "$HOLD_PORT" ]; then
+          _m=$(discover_master)
+          if [ -n "$_m" ] && ! same_node "$_m" "$MY_REDIS"; then
+            log "holding: $_m is master now; replicating it"
+            redis_cli "$MY_REDIS" REPLICAOF "$(host_of "$_m")" "$(port_of "$_m")" >/dev/null 2>&1 || true
+          fi
+        elif [ -e "$REDIS_RUN_DIR/priority-held" ] && [ "$(info_field "$_info" master_link_status)" = up ] \
+          && [ "$(info_field "$_info" master_sync_in_progress)" = 0 ]; then
+          redis_cli "$MY_REDIS" CONFIG SET replica-priority "$REDIS_REPLICA_PRIORITY" >/dev/null 2>&1 \
+            && rm -f "$REDIS_RUN_DIR/priority-held" && log "in sync: replica-priority $REDIS_REPLICA_PRIORITY"
+        fi
+        ;;
+    esac
+  done
+}
+clock_loop "$$" </dev/null >/dev/null &
 
 exec "$REDIS_SERVER" "$conf"

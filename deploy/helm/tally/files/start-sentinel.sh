@@ -1,7 +1,8 @@
 #!/bin/sh
 # Starts redis-sentinel for one node of tally's Redis + Sentinel group (see redis-lib.sh for the
 # environment that names the nodes). The monitored master is the one the other sentinels name; if
-# none knows one, a Redis node that is master; else node 0 (a new group, see start-redis.sh).
+# none knows one, a Redis node that is master; else the nodes are holding (a cold start or a new
+# group, see start-redis.sh) and this script elects the one with the newest data (elect_master).
 # The configuration is written anew at every start; the sentinel's id is derived from its name,
 # so a restarted sentinel is not counted twice by the others.
 #
@@ -12,6 +13,8 @@
 #   SENTINEL_FAILOVER_TIMEOUT_MS                                       default: 60000
 #   SENTINEL_WAIT_MASTER_SECONDS wait this long for the master's name to answer  default: 120
 #   SENTINEL_WAIT_REPLICAS_SECONDS  then this long for the other nodes to replicate it  default: 10
+#   ELECTION_WAIT_SECONDS        with no master, elect when every node answers, or a majority
+#                                after this long                       default: 60
 #   SENTINEL_SERVER              the binary        default: redis-sentinel, else valkey-sentinel
 #   FILES_DIR                    where sentinel.conf and redis-lib.sh are  default: this script's dir
 set -eu
@@ -31,11 +34,20 @@ SENTINEL_WAIT_REPLICAS_SECONDS=${SENTINEL_WAIT_REPLICAS_SECONDS:-10}
 SENTINEL_SERVER=${SENTINEL_SERVER:-$(first_command redis-sentinel valkey-sentinel)}
 mkdir -p "$SENTINEL_RUN_DIR"
 
+# No master known: the Redis nodes hold (start-redis.sh) until the newest data is elected. The
+# sentinel starts only once there is a master to monitor.
 master=$(discover_master)
-if [ -z "$master" ]; then
-  master=$FIRST_REDIS
-  log "no master known: monitoring node 0 ($master), the bootstrap master"
-fi
+waited=0
+while [ -z "$master" ]; do
+  master=$(elect_master "$waited")
+  [ -n "$master" ] && break
+  sleep 2
+  waited=$((waited + 2))
+  master=$(discover_master 2>/dev/null)
+  if [ -z "$master" ] && [ $((waited % 30)) -eq 0 ]; then
+    log "no master yet after ${waited}s: waiting for the Redis nodes to answer and elect one"
+  fi
+done
 
 # Sentinel refuses to start when the master's name does not resolve yet (a pod that is still
 # being created): wait until the master answers, bounded; then start anyway and let a failed
