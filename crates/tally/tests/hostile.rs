@@ -808,3 +808,43 @@ async fn client_mistakes_are_4xx_with_json_and_not_store_errors() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_listener_pauses_counts_and_recovers() {
+    use std::os::unix::process::CommandExt;
+    // 64 files in all: past them accept() fails with EMFILE, well before the connection cap.
+    let app = BinaryApp::start_with("serve", &envs(&[("RUST_LOG", "warn")]), |cmd| unsafe {
+        cmd.pre_exec(|| rlimit::setrlimit(rlimit::Resource::NOFILE, 64, 64));
+    });
+    let http = client();
+    // The scrapes below reuse this keep-alive connection: the admin port cannot accept either.
+    metrics(&http, &app).await;
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        if let Ok(s) = TcpStream::connect(addr(&app.base)).await {
+            held.push(s);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics(&http, &app).await;
+        if sample(&text, "tally_accept_errors_total", &["listener=\"public\""]) > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no accept error counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.output_line("accept failed; pausing the listener").await;
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while status_of(&http, Method::GET, format!("{}/after-emfile", app.base)).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after the descriptors came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

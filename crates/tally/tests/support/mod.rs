@@ -238,6 +238,15 @@ impl BinaryApp {
 
     /// `tally <subcommand>` (serve or web) with `envs` on free loopback ports.
     pub fn start_command(subcommand: &str, envs: &[(&str, String)]) -> Self {
+        Self::start_with(subcommand, envs, |_| {})
+    }
+
+    /// As `start_command`, with `configure` applied to the command last (limits, say).
+    pub fn start_with(
+        subcommand: &str,
+        envs: &[(&str, String)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let (port, admin_port) = (redis::free_port(), redis::free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
         cmd.arg(subcommand)
@@ -252,6 +261,7 @@ impl BinaryApp {
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        configure(&mut cmd);
         let mut child = cmd.spawn().expect("start tally");
         let output = Arc::new(Mutex::new(Vec::new()));
         for stream in [
