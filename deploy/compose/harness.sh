@@ -517,10 +517,15 @@ epoch() {
     scli "$n" SENTINEL master mymaster | paste - - | awk -F'\t' '$1 == "config-epoch" { print $2 }'
   done | sort -n | tail -n 1
 }
-# all_redis_sentinels ACTION: docker ACTION on every redis and sentinel container (not the holders)
+# all_redis_sentinels ACTION...: docker ACTION on every redis and sentinel container (not the
+# holders); `kill` only on those running, so a node already down is no error
 all_redis_sentinels() {
-  local n c=()
-  for n in 0 1 2; do c+=("$(cid "redis-$n")" "$(cid "sentinel-$n")"); done
+  local n s c=()
+  for n in 0 1 2; do
+    for s in "redis-$n" "sentinel-$n"; do
+      if [ "$1" != kill ] || running "$s"; then c+=("$(cid "$s")"); fi
+    done
+  done
   d "$@" "${c[@]}" >/dev/null
 }
 
