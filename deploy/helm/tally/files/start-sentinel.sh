@@ -37,14 +37,15 @@ mkdir -p "$SENTINEL_RUN_DIR"
 # No master known: the Redis nodes hold (start-redis.sh) until the newest data is elected. The
 # sentinel starts only once there is a master to monitor.
 master=$(discover_master)
+since=$(date +%s)
 waited=0
 while [ -z "$master" ]; do
   master=$(elect_master "$waited")
   [ -n "$master" ] && break
   sleep 2
-  waited=$((waited + 2))
+  waited=$(($(date +%s) - since))
   master=$(discover_master 2>/dev/null)
-  if [ -z "$master" ] && [ $((waited % 30)) -eq 0 ]; then
+  if [ -z "$master" ] && [ $((waited % 30)) -lt 2 ] && [ "$waited" -ge 2 ]; then
     log "no master yet after ${waited}s: waiting for the Redis nodes to answer and elect one"
   fi
 done
@@ -73,13 +74,20 @@ done
 replicas_attached() {
   info_field "$(redis_cli "$master" INFO replication 2>/dev/null)" connected_slaves
 }
-want=0
-for _r in $REDIS_NODES; do want=$((want + 1)); done
-want=$((want - 1))
+# A node that is down will attach when it is back; only the nodes that answer are waited for.
+others_up() {
+  _up=0
+  for _r in $REDIS_NODES; do
+    same_node "$_r" "$master" && continue
+    if redis_cli "$_r" PING >/dev/null 2>&1; then _up=$((_up + 1)); fi
+  done
+  echo "$_up"
+}
 waited=0
 while [ "$master_answers" = 1 ]; do
   have=$(replicas_attached)
   case "$have" in '' | *[!0-9]*) have=0 ;; esac
+  want=$(others_up)
   if [ "$have" -ge "$want" ]; then
     log "$have of $want replicas attached to $master"
     break
