@@ -306,6 +306,22 @@ start_redis "$M"
 start_sentinel "$M"
 wait_for 30 "the returning node joins as a replica" replica_of "$M" "$N"
 
+# 8. A master that hangs past down-after and comes back (a healed partition) steps down by
+# itself as soon as it sees the sentinels name another, with replica-priority 0 until it has
+# synced, so one more failover cannot promote it on its old data.
+wait_for 30 "all three sentinels agree again" eval '[ -n "$(master_node)" ] && knows_replicas 0 && knows_replicas 1 && knows_replicas 2'
+M=$(master_node)
+kill -STOP "${REDIS_PID[$M]}"
+wait_for 30 "hung master: the sentinels promote another node" eval 'm=$(master_node); [ -n "$m" ] && [ "$m" != "$M" ]'
+N=$(master_node)
+V=$(rcli "$(rport "$N")" INCR count:test)
+kill -CONT "${REDIS_PID[$M]}"
+wait_for 10 "the old master steps down by itself" grep -q 'stepping down to replicate' "$T/n$M/redis.log"
+wait_for 20 "the old master replicates node $N with the write made meanwhile" \
+  eval 'replica_of "$M" "$N" && [ "$(rcli "$(rport "$M")" GET count:test)" = "$V" ]'
+wait_for 10 "and may be promoted again once in sync" \
+  eval '[ "$(rcli "$(rport "$M")" CONFIG GET replica-priority | sed -n 2p)" = 100 ]'
+
 if [ "$FAIL" -gt 0 ]; then dump_logs; fi
 echo "redis scripts: $(elapsed)s"
 echo "$PASS passed, $FAIL failed"

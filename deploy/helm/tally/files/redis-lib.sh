@@ -201,6 +201,16 @@ sentinels_master() {
   done | sort | uniq -c | sort -rn | awk 'NR == 1 { print $2 }'
 }
 
+# sentinels_majority_master: the master more than half of all sentinels name, empty when no
+# name has that many (a node cut off with its own sentinel sees only that one)
+sentinels_majority_master() {
+  _n=0
+  for _s in $SENTINEL_NODES; do _n=$((_n + 1)); done
+  for _s in $SENTINEL_NODES; do
+    sentinel_master_of "$_s"
+  done | sort | uniq -c | sort -rn | awk -v n="$_n" 'NR == 1 && $1 * 2 > n { print $2 }'
+}
+
 # role_of REDIS: first line of ROLE (master, slave, sentinel), empty when unreachable
 role_of() {
   redis_cli "$1" ROLE 2>/dev/null | sed -n 1p
@@ -254,11 +264,45 @@ info_field() {
 # write: after a restart each node's copy says how recent its data is, to the second, and a node
 # that holds it has been part of a running group (a fresh volume never has it).
 CLOCK_KEY=tally:redis:clock
+# A holding node publishes its AOF tail (aof_tail) as the name of a connection it keeps open to
+# itself (CLIENT SETNAME tally-tail-N): nothing is written, so nothing is added to its AOF.
+TAIL_NAME=tally-tail-
 # A node whose data may be older or newer than the others' starts as a replica of this address,
 # where nothing listens: it loads its data and answers INFO, but takes no writes and syncs from
 # no one until an election (elect_master) names the master.
 HOLD_HOST=127.0.0.1
 HOLD_PORT=1
+
+# aof_tail DIR: bytes of DIR's newest AOF increment file after the clock's last tick; empty when
+# unknown (no AOF, or no tick since the last rewrite). Two nodes with the same clock replicated
+# the same stream of commands after that tick, byte for byte, so the larger tail has more of it:
+# this breaks a tie of clocks to the command, not to the second.
+aof_tail() {
+  _man=''
+  for _f in "$1"/appendonlydir/*.manifest; do
+    if [ -f "$_f" ]; then _man=$_f; fi
+  done
+  [ -n "$_man" ] || return 0
+  _inc=$(awk '$NF == "i" { f = $2 } END { print f }' "$_man")
+  _inc=$1/appendonlydir/$_inc
+  [ -f "$_inc" ] || return 0
+  _at=$(grep -abo "$CLOCK_KEY" "$_inc" 2>/dev/null | tail -n 1 | cut -d: -f1)
+  [ -n "$_at" ] || return 0
+  echo $(($(wc -c <"$_inc") - _at))
+}
+
+# announce_tail TAIL: keeps a connection to this node named after TAIL open (until killed)
+announce_tail() {
+  { printf 'CLIENT SETNAME %s%s\n' "$TAIL_NAME" "$1"; while sleep 5; do echo PING; done; } \
+    | REDISCLI_AUTH=$REDIS_PASSWORD VALKEYCLI_AUTH=$REDIS_PASSWORD \
+      "$REDIS_CLI" -h "$(host_of "$MY_REDIS")" -p "$(port_of "$MY_REDIS")" >/dev/null 2>&1
+}
+
+# node_tail REDIS: the AOF tail a holding node announced, -1 when it has none; empty while it
+# has not announced one yet
+node_tail() {
+  redis_cli "$1" CLIENT LIST 2>/dev/null | tr ' ' '\n' | sed -n "s/^name=$TAIL_NAME\(-1\|[0-9][0-9]*\)\$/\1/p" | head -n 1
+}
 
 # local_data_present DIR: true when DIR holds Redis persistence (the AOF directory or an RDB)
 local_data_present() {
@@ -302,6 +346,11 @@ others_hold_data() {
   echo "$_answer"
 }
 
+# follow REDIS MASTER: REDIS replicates MASTER
+follow() {
+  redis_cli "$1" REPLICAOF "$(host_of "$2")" "$(port_of "$2")" >/dev/null 2>&1 || true
+}
+
 # holding REDIS: true when REDIS waits for an election (a replica of the hold address)
 holding() {
   _hi=$(redis_cli "$1" INFO replication 2>/dev/null) || return 1
@@ -321,6 +370,7 @@ elect_master() {
   _total=0
   _best=''
   _best_clock=-1
+  _best_tail=-1
   _first_seen=''
   for _r in $REDIS_NODES; do
     _total=$((_total + 1))
@@ -328,10 +378,13 @@ elect_master() {
     _seen=$((_seen + 1))
     [ -n "$_first_seen" ] || _first_seen=$_r
     _c=$(node_clock "$_r")
-    [ -n "$_c" ] || continue
-    if [ "$_c" -gt "$_best_clock" ]; then
+    _t=$(node_tail "$_r")
+    # A node that has not published its tail yet is not ready to be compared.
+    [ -n "$_c" ] && [ -n "$_t" ] || return 0
+    if [ "$_c" -gt "$_best_clock" ] || { [ "$_c" -eq "$_best_clock" ] && [ "$_t" -gt "$_best_tail" ]; }; then
       _best=$_r
       _best_clock=$_c
+      _best_tail=$_t
     fi
   done
   if [ "$_seen" -lt "$_total" ]; then
@@ -340,12 +393,12 @@ elect_master() {
     same_node "$_first_seen" "$MY_REDIS" || return 0
   fi
   [ -n "$_best" ] || return 0
-  log "election: $_seen of $_total nodes wait for one; $_best has the newest data (clock $_best_clock)"
+  log "election: $_seen of $_total nodes wait for one; $_best has the newest data (clock $_best_clock, AOF tail $_best_tail)"
   redis_cli "$_best" REPLICAOF NO ONE >/dev/null 2>&1 || return 0
   for _r in $REDIS_NODES; do
     same_node "$_r" "$_best" && continue
     if holding "$_r"; then
-      redis_cli "$_r" REPLICAOF "$(host_of "$_best")" "$(port_of "$_best")" >/dev/null 2>&1 || true
+      follow "$_r" "$_best"
     fi
   done
   printf '%s\n' "$_best"

@@ -25,6 +25,8 @@
 #                           it exits (to be restarted and look again)  default: 300
 #   REDIS_REPLICA_PRIORITY  replica-priority once in sync          default: 100
 #   REDIS_CLOCK_INTERVAL    seconds between two ticks of the clock     default: 1
+#   REDIS_STEPDOWN_GRACE    a master for less than this does not step down when the sentinels
+#                           name another (a failover in progress)   default: 10
 #   REDIS_SERVER            the server binary         default: redis-server, else valkey-server
 #   FILES_DIR               where redis.conf and redis-lib.sh are      default: this script's dir
 set -eu
@@ -43,6 +45,7 @@ mkdir -p "$REDIS_RUN_DIR" "$REDIS_DATA_DIR"
 REDIS_EMPTY_WAIT_SECONDS=${REDIS_EMPTY_WAIT_SECONDS:-300}
 REDIS_REPLICA_PRIORITY=${REDIS_REPLICA_PRIORITY:-100}
 REDIS_CLOCK_INTERVAL=${REDIS_CLOCK_INTERVAL:-1}
+REDIS_STEPDOWN_GRACE=${REDIS_STEPDOWN_GRACE:-10}
 
 if local_data_present "$REDIS_DATA_DIR"; then has_data=yes; else has_data=no; fi
 waited=0
@@ -70,7 +73,9 @@ if [ -z "$master" ]; then
   else
     master=$HOLD_HOST:$HOLD_PORT
     held=yes
-    log "no master known (data here: $has_data): holding, a replica of no one, until the newest data is elected"
+    publish_tail=$(aof_tail "$REDIS_DATA_DIR")
+    publish_tail=${publish_tail:--1}
+    log "no master known (data here: $has_data, AOF tail $publish_tail): holding, a replica of no one, until the newest data is elected"
   fi
 elif ! same_node "$master" "$MY_REDIS" && [ "$has_data" = no ]; then
   held=yes
@@ -116,22 +121,65 @@ umask 077
 mv "$conf.tmp" "$conf"
 if [ "$held" = yes ]; then : >"$REDIS_RUN_DIR/priority-held"; else rm -f "$REDIS_RUN_DIR/priority-held"; fi
 
-# Beside redis-server (the shell's pid once exec'd), once a second: on the master, tick the clock;
-# holding, follow a master once one is known; held back, restore replica-priority once in sync.
+# Beside redis-server (the shell's pid once exec'd), once a second: on the master, tick the clock,
+# or step down if most sentinels name another; holding, announce the AOF tail and follow a master
+# once one is known; held back, restore replica-priority once in sync.
 clock_loop() {
   _pid=$1
+  _announcer=''
+  _was=''
+  _master_since=0
   while sleep "$REDIS_CLOCK_INTERVAL" && kill -0 "$_pid" 2>/dev/null; do
     _info=$(redis_cli "$MY_REDIS" INFO replication 2>/dev/null) || continue
-    case "$(info_field "$_info" role)" in
+    _role=$(info_field "$_info" role)
+    if [ "$_role" = master ] && [ "$_was" != master ]; then _master_since=$(date +%s); fi
+    if [ "$_role" = slave ] && [ "$_was" = master ]; then
+      # Demoted (a failover it missed, a preStop handover): its data is older than the master's
+      # until it has synced, and Sentinel must not promote it meanwhile.
+      redis_cli "$MY_REDIS" CONFIG SET replica-priority 0 >/dev/null 2>&1 && : >"$REDIS_RUN_DIR/priority-held"
+      log "now a replica: replica-priority 0 until in sync"
+    fi
+    _was=$_role
+    _holding=no
+    if [ "$(info_field "$_info" master_host)" = "$HOLD_HOST" ] && [ "$(info_field "$_info" master_port)" = "$HOLD_PORT" ]; then
+      _holding=yes
+    fi
+    if [ "$_holding" = yes ] && [ -n "${publish_tail:-}" ]; then
+      if [ -z "$_announcer" ] || ! kill -0 "$_announcer" 2>/dev/null; then
+        announce_tail "$publish_tail" &
+        _announcer=$!
+      fi
+    elif [ -n "$_announcer" ]; then
+      kill "$_announcer" 2>/dev/null || true
+      _announcer=''
+    fi
+    case "$_role" in
       master)
-        redis_cli "$MY_REDIS" -n "$REDIS_CLOCK_DB" INCR "$CLOCK_KEY" >/dev/null 2>&1 || true
+        # Not in the first REDIS_STEPDOWN_GRACE seconds as master: a replica just promoted is
+        # master before the sentinels announce it.
+        _m=''
+        if [ $(($(date +%s) - _master_since)) -ge "$REDIS_STEPDOWN_GRACE" ]; then
+          _m=$(sentinels_majority_master)
+        fi
+        if [ -n "$_m" ] && ! same_node "$_m" "$MY_REDIS"; then
+          # Most sentinels name another master: this node was replaced while cut off (a healed
+          # partition, a failover it missed). Step down now, not when a sentinel gets to it
+          # (up to 10 s): until then the sentinels list it as a replica, and one more failover
+          # could promote it on old data. replica-priority 0 until it has synced.
+          log "the sentinels name $_m master: stepping down to replicate it"
+          redis_cli "$MY_REDIS" CONFIG SET replica-priority 0 >/dev/null 2>&1 && : >"$REDIS_RUN_DIR/priority-held"
+          follow "$MY_REDIS" "$_m"
+          _was=slave
+        else
+          redis_cli "$MY_REDIS" -n "$REDIS_CLOCK_DB" INCR "$CLOCK_KEY" >/dev/null 2>&1 || true
+        fi
         ;;
       slave)
-        if [ "$(info_field "$_info" master_host)" = "$HOLD_HOST" ] && [ "$(info_field "$_info" master_port)" = "$HOLD_PORT" ]; then
+        if [ "$_holding" = yes ]; then
           _m=$(discover_master)
           if [ -n "$_m" ] && ! same_node "$_m" "$MY_REDIS"; then
             log "holding: $_m is master now; replicating it"
-            redis_cli "$MY_REDIS" REPLICAOF "$(host_of "$_m")" "$(port_of "$_m")" >/dev/null 2>&1 || true
+            follow "$MY_REDIS" "$_m"
           fi
         elif [ -e "$REDIS_RUN_DIR/priority-held" ] && [ "$(info_field "$_info" master_link_status)" = up ] \
           && [ "$(info_field "$_info" master_sync_in_progress)" = 0 ]; then
