@@ -291,9 +291,10 @@ aof_tail() {
   echo $(($(wc -c <"$_inc") - _at))
 }
 
-# announce_tail TAIL: keeps a connection to this node named after TAIL open (until killed)
+# announce_tail TAIL FLAG: keeps a connection to this node named after TAIL open while the file
+# FLAG exists (then redis-cli sees its input end and exits)
 announce_tail() {
-  { printf 'CLIENT SETNAME %s%s\n' "$TAIL_NAME" "$1"; while sleep 5; do echo PING; done; } \
+  { printf 'CLIENT SETNAME %s%s\n' "$TAIL_NAME" "$1"; while sleep 1 && [ -e "$2" ]; do echo PING; done; } \
     | REDISCLI_AUTH=$REDIS_PASSWORD VALKEYCLI_AUTH=$REDIS_PASSWORD \
       "$REDIS_CLI" -h "$(host_of "$MY_REDIS")" -p "$(port_of "$MY_REDIS")" >/dev/null 2>&1
 }

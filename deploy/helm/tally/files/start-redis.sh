@@ -144,13 +144,15 @@ clock_loop() {
     if [ "$(info_field "$_info" master_host)" = "$HOLD_HOST" ] && [ "$(info_field "$_info" master_port)" = "$HOLD_PORT" ]; then
       _holding=yes
     fi
+    _flag=$REDIS_RUN_DIR/announce-tail
     if [ "$_holding" = yes ] && [ -n "${publish_tail:-}" ]; then
       if [ -z "$_announcer" ] || ! kill -0 "$_announcer" 2>/dev/null; then
-        announce_tail "$publish_tail" &
+        : >"$_flag"
+        announce_tail "$publish_tail" "$_flag" &
         _announcer=$!
       fi
     elif [ -n "$_announcer" ]; then
-      kill "$_announcer" 2>/dev/null || true
+      rm -f "$_flag"
       _announcer=''
     fi
     case "$_role" in
