@@ -58,6 +58,9 @@ pub enum Unavailable {
     /// The server is configured so that tally cannot keep its promises (an evicting
     /// `maxmemory-policy`). Nothing was sent.
     Config,
+    /// The server cannot write its disk (`MISCONF`: a failed snapshot or AOF write) and refuses
+    /// writes until it can. The command did not run.
+    Disk,
 }
 
 impl Unavailable {
@@ -73,6 +76,7 @@ impl Unavailable {
             Self::Io => "io",
             Self::Server => "server",
             Self::Config => "config",
+            Self::Disk => "disk",
         }
     }
 }

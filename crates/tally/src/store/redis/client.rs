@@ -77,6 +77,7 @@ pub(crate) fn classify(e: &RedisError) -> StoreError {
             (_, Some("NOREPLICAS")) => Unavailable::NoReplicas,
             // maxmemory reached under noeviction: refused before it ran.
             (_, Some("OOM")) => return StoreError::Full,
+            (_, Some("MISCONF")) => Unavailable::Disk,
             (ErrorKind::Server(ServerErrorKind::ResponseError), _)
                 if e.detail().is_some_and(|d| d.contains("would overflow")) =>
             {

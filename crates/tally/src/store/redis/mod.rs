@@ -339,7 +339,9 @@ impl RedisStore {
             // Too few replicas behind this master: in Sentinel mode it may have been cut off
             // and replaced, so ask the sentinels again. Standalone has nowhere else to go.
             Unavailable::NoReplicas => matches!(self.inner.source, Source::Sentinel(_)),
-            Unavailable::Server => false,
+            // The connection is fine; in Sentinel mode the sentinels fail over away from a
+            // master whose disk fails (it answers PING with MISCONF too).
+            Unavailable::Server | Unavailable::Disk => false,
             _ => true,
         }
     }
