@@ -420,12 +420,28 @@ s4() {
   finish_check 4 "SIGKILL the master and another sentinel together" recover "$extra"
 }
 
+# new_address N: an address for pod N's next incarnation, on the stack's subnet
+new_address() {
+  local old last
+  old=$(ip_of "redis-$1-pod")
+  last=${old##*.}
+  echo "${old%.*}.$((last >= 200 ? last - 100 : 200 + $1))"
+}
+# new_pod N ADDRESS: pod N replaced by a new one with ADDRESS and the same names (its holder
+# killed and reconnected, then all three containers started)
+new_pod() {
+  local aliases=(--alias "tally-redis-$1" --alias "tally-redis-$1.tally-redis-headless")
+  d kill -s KILL "$(cid "redis-$1-pod")" >/dev/null
+  d network disconnect -f "$NET" "$(cid "redis-$1-pod")"
+  d network connect --ip "$2" "${aliases[@]}" "$NET" "$(cid "redis-$1-pod")"
+  pod_ctl start "$1"
+}
+
 s5() {
-  local m old new last aliases
+  local m old new
   m=$(master_index)
   old=$(ip_of "redis-$m-pod")
-  last=${old##*.}
-  new=${old%.*}.$((last >= 200 ? last - 100 : 200 + m))
+  new=$(new_address "$m")
   start_check s5 40
   at 5
   # The pod's containers die; its holder keeps the old address until the "new pod" replaces it,
@@ -433,11 +449,7 @@ s5() {
   d kill -s KILL "$(cid "redis-$m")" "$(cid "sentinel-$m")" >/dev/null
   event "SIGKILLed redis-$m (the master) and sentinel-$m: pod $m is down"
   at 20
-  aliases=(--alias "tally-redis-$m" --alias "tally-redis-$m.tally-redis-headless")
-  d kill -s KILL "$(cid "redis-$m-pod")" >/dev/null
-  d network disconnect -f "$NET" "$(cid "redis-$m-pod")"
-  d network connect --ip "$new" "${aliases[@]}" "$NET" "$(cid "redis-$m-pod")"
-  pod_ctl start "$m"
+  new_pod "$m" "$new"
   event "started pod $m again with a new address $new (was $old)"
   local extra=""
   [ "$(ip_of "redis-$m-pod")" = "$new" ] || extra="pod $m did not get $new"
@@ -595,11 +607,9 @@ s10() {
 }
 
 s11() {
-  local m old new last aliases extra=""
+  local m new extra=""
   m=$(master_index)
-  old=$(ip_of "redis-$m-pod")
-  last=${old##*.}
-  new=${old%.*}.$((last >= 200 ? last - 100 : 210 + m))
+  new=$(new_address "$m")
   start_check s11 40
   at 5
   # As in scenario 5, the holder keeps the name until the new pod replaces it (a lookup of a
@@ -608,13 +618,10 @@ s11() {
   wipe_volume "$m"
   event "pod $m (the master) gone with its volume"
   at 15
-  aliases=(--alias "tally-redis-$m" --alias "tally-redis-$m.tally-redis-headless")
-  d kill -s KILL "$(cid "redis-$m-pod")" >/dev/null
-  d network disconnect -f "$NET" "$(cid "redis-$m-pod")"
-  d network connect --ip "$new" "${aliases[@]}" "$NET" "$(cid "redis-$m-pod")"
-  pod_ctl start "$m"
+  new_pod "$m" "$new"
   event "a new pod $m: new address $new, empty volume"
-  wait_until 40 "redis-$m rejoins as a replica" is_replica_in_sync "$m" || extra="redis-$m did not rejoin"
+  [ "$(ip_of "redis-$m-pod")" = "$new" ] || extra="pod $m did not get $new"
+  wait_until 40 "redis-$m rejoins as a replica" is_replica_in_sync "$m" || extra="${extra:+$extra, }redis-$m did not rejoin"
   finish_check 11 "Node loss: a new pod, a new address, an empty disk" recover "$extra"
 }
 

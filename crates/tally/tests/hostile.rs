@@ -128,14 +128,7 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Durati
 }
 
 async fn metrics(client: &reqwest::Client, app: &BinaryApp) -> String {
-    client
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    support::get_text(client, format!("{}/metrics", app.admin)).await
 }
 
 /// The sum of a metric's samples whose line contains every one of `labels`.

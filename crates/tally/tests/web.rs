@@ -268,15 +268,7 @@ async fn credentials_in_the_api_url_never_show() {
     let web = Web::start(&with_secret).await;
     // The page works through the URL's credentials (the API ignores them).
     assert_eq!(web.page("/").await.0, 200);
-    let readyz = web
-        .client
-        .get(format!("{}/readyz", web.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let readyz = support::get_text(&web.client, format!("{}/readyz", web.admin)).await;
     assert!(
         readyz.contains(api.base.trim_start_matches("http://")),
         "{readyz}"

@@ -16,6 +16,11 @@ use tally::config::{RedisTarget, ServeConfig, StoreConfig};
 use tally::serve::Server;
 use tokio::sync::oneshot;
 
+/// The body of a GET of `url` as text (panics on a transport error).
+pub async fn get_text(client: &reqwest::Client, url: String) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// The store a behavioural test runs against.
 #[derive(Clone, Copy)]
 pub enum Backend {
@@ -172,15 +177,7 @@ impl TestApp {
     }
 
     pub async fn metrics_text(&self) -> String {
-        let url = format!("{}/metrics", self.admin);
-        self.client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        get_text(&self.client, format!("{}/metrics", self.admin)).await
     }
 
     pub async fn admin_status(&self, path: &str) -> u16 {
