@@ -5,7 +5,8 @@
 # Checks bootstrap of node 0 as master, a killed master rejoining as a replica, the preStop
 # handover (CLIENT PAUSE WRITE + SENTINEL FAILOVER), a restarted sentinel following the current
 # master without being counted twice, the probes, a master that returns with an empty data
-# directory, and cold starts of the whole group (one node behind; the master never back).
+# directory, cold starts of the whole group (one node behind; the master never back), a hung
+# master that steps down by itself, and a master that fences itself without its sentinels.
 #
 # Needs redis-server, redis-sentinel and redis-cli (apt-get install redis-server redis-sentinel
 # redis-tools). Bounded: every wait has a deadline; everything started is stopped on exit.
@@ -321,6 +322,19 @@ wait_for 20 "the old master replicates node $N with the write made meanwhile" \
   eval 'replica_of "$M" "$N" && [ "$(rcli "$(rport "$M")" GET count:test)" = "$V" ]'
 wait_for 10 "and may be promoted again once in sync" \
   eval '[ "$(rcli "$(rport "$M")" CONFIG GET replica-priority | sed -n 2p)" = 100 ]'
+
+# 9. Fencing: a master that no majority of sentinels confirms (cut off from them, or a failover
+# under way) refuses writes, so a replica it still reaches cannot confirm writes that a failover
+# would throw away; it takes them again once the sentinels are back.
+wait_for 30 "the sentinels agree before fencing" eval '[ -n "$(master_node)" ]'
+M=$(master_node)
+for i in 0 1 2; do [ "$i" = "$M" ] || { kill -9 "${SENTINEL_PID[$i]}"; wait "${SENTINEL_PID[$i]}" 2>/dev/null || true; }; done
+wait_for 15 "without a majority of sentinels the master refuses writes" \
+  eval 'rcli "$(rport "$M")" INCR count:test | grep -q NOREPLICAS'
+check "its log says why" grep -q 'no majority of sentinels confirms this master' "$T/n$M/redis.log"
+for i in 0 1 2; do [ "$i" = "$M" ] || start_sentinel "$i"; done
+wait_for 30 "with the sentinels back it takes writes again" \
+  eval 'rcli "$(rport "$M")" INCR count:test | grep -qx "[0-9]*"'
 
 if [ "$FAIL" -gt 0 ]; then dump_logs; fi
 echo "redis scripts: $(elapsed)s"

@@ -201,14 +201,29 @@ sentinels_master() {
   done | sort | uniq -c | sort -rn | awk 'NR == 1 { print $2 }'
 }
 
-# sentinels_majority_master: the master more than half of all sentinels name, empty when no
-# name has that many (a node cut off with its own sentinel sees only that one)
-sentinels_majority_master() {
+# sentinel_views: one line per sentinel that answers within FENCE_CLI_TIMEOUT seconds (default 1):
+# "host:port flags" of the master it names (flags exactly "master" when it sees it healthy)
+sentinel_views() {
+  for _s in $SENTINEL_NODES; do
+    _out=$(CLI_TIMEOUT=${FENCE_CLI_TIMEOUT:-1} sentinel_cli "$_s" SENTINEL master "$MASTER_NAME" 2>/dev/null) || continue
+    printf '%s\n' "$_out" | tr -d '\r' | awk 'NR % 2 == 1 { k = $0; next }
+      k == "ip" { ip = $0 } k == "port" { port = $0 } k == "flags" { f = $0 }
+      END { if (ip != "") print ip ":" port " " f }'
+  done
+}
+
+# majority_of VIEWS NODE: "other HOST:PORT" when more than half of all sentinels name another
+# master, "confirmed" when more than half name NODE and see it healthy, else empty
+majority_of() {
   _n=0
   for _s in $SENTINEL_NODES; do _n=$((_n + 1)); done
-  for _s in $SENTINEL_NODES; do
-    sentinel_master_of "$_s"
-  done | sort | uniq -c | sort -rn | awk -v n="$_n" 'NR == 1 && $1 * 2 > n { print $2 }'
+  printf '%s\n' "$1" | awk -v n="$_n" -v me="$2" '
+    function norm(a) { a = tolower(a); sub(/\.:/, ":", a); return a }
+    NF { names[norm($1)]++; if (norm($1) == norm(me) && $2 == "master") ok++ }
+    END {
+      if (ok * 2 > n) { print "confirmed"; exit }
+      for (a in names) if (a != norm(me) && names[a] * 2 > n) { print "other " a; exit }
+    }'
 }
 
 # role_of REDIS: first line of ROLE (master, slave, sentinel), empty when unreachable

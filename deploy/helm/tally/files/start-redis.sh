@@ -27,6 +27,7 @@
 #   REDIS_CLOCK_INTERVAL    seconds between two ticks of the clock     default: 1
 #   REDIS_STEPDOWN_GRACE    a master for less than this does not step down when the sentinels
 #                           name another (a failover in progress)   default: 10
+#   REDIS_FENCE_GRACE       nor refuse writes when no majority of them confirms it yet   default: 3
 #   REDIS_SERVER            the server binary         default: redis-server, else valkey-server
 #   FILES_DIR               where redis.conf and redis-lib.sh are      default: this script's dir
 set -eu
@@ -46,6 +47,7 @@ REDIS_EMPTY_WAIT_SECONDS=${REDIS_EMPTY_WAIT_SECONDS:-300}
 REDIS_REPLICA_PRIORITY=${REDIS_REPLICA_PRIORITY:-100}
 REDIS_CLOCK_INTERVAL=${REDIS_CLOCK_INTERVAL:-1}
 REDIS_STEPDOWN_GRACE=${REDIS_STEPDOWN_GRACE:-10}
+REDIS_FENCE_GRACE=${REDIS_FENCE_GRACE:-3}
 
 if local_data_present "$REDIS_DATA_DIR"; then has_data=yes; else has_data=no; fi
 waited=0
@@ -122,17 +124,24 @@ mv "$conf.tmp" "$conf"
 if [ "$held" = yes ]; then : >"$REDIS_RUN_DIR/priority-held"; else rm -f "$REDIS_RUN_DIR/priority-held"; fi
 
 # Beside redis-server (the shell's pid once exec'd), once a second: on the master, tick the clock,
-# or step down if most sentinels name another; holding, announce the AOF tail and follow a master
-# once one is known; held back, restore replica-priority once in sync.
+# step down if most sentinels name another, refuse writes while no majority of them confirms it
+# (fencing); holding, announce the AOF tail and follow a master once one is known; held back,
+# restore replica-priority once in sync.
 clock_loop() {
   _pid=$1
   _announcer=''
   _was=''
   _master_since=0
+  _fenced=no
+  _min_replicas=1
   while sleep "$REDIS_CLOCK_INTERVAL" && kill -0 "$_pid" 2>/dev/null; do
     _info=$(redis_cli "$MY_REDIS" INFO replication 2>/dev/null) || continue
     _role=$(info_field "$_info" role)
     if [ "$_role" = master ] && [ "$_was" != master ]; then _master_since=$(date +%s); fi
+    if [ "$_role" = slave ] && [ "$_fenced" = yes ]; then
+      # A fenced master that became a replica: its write guard is Redis's again.
+      redis_cli "$MY_REDIS" CONFIG SET min-replicas-to-write "$_min_replicas" >/dev/null 2>&1 && _fenced=no
+    fi
     if [ "$_role" = slave ] && [ "$_was" = master ]; then
       # Demoted (a failover it missed, a preStop handover): its data is older than the master's
       # until it has synced, and Sentinel must not promote it meanwhile.
@@ -157,13 +166,17 @@ clock_loop() {
     fi
     case "$_role" in
       master)
+        # One look at every sentinel, at most a second each: a master cut off from them must
+        # find out before they fail over (down-after 5 s).
+        _verdict=$(majority_of "$(sentinel_views)" "$MY_REDIS")
+        _age=$(($(date +%s) - _master_since))
+        _m=''
         # Not in the first REDIS_STEPDOWN_GRACE seconds as master: a replica just promoted is
         # master before the sentinels announce it.
-        _m=''
-        if [ $(($(date +%s) - _master_since)) -ge "$REDIS_STEPDOWN_GRACE" ]; then
-          _m=$(sentinels_majority_master)
+        if [ "$_age" -ge "$REDIS_STEPDOWN_GRACE" ]; then
+          case "$_verdict" in other*) _m=${_verdict#other } ;; esac
         fi
-        if [ -n "$_m" ] && ! same_node "$_m" "$MY_REDIS"; then
+        if [ -n "$_m" ]; then
           # Most sentinels name another master: this node was replaced while cut off (a healed
           # partition, a failover it missed). Step down now, not when a sentinel gets to it
           # (up to 10 s): until then the sentinels list it as a replica, and one more failover
@@ -172,8 +185,20 @@ clock_loop() {
           redis_cli "$MY_REDIS" CONFIG SET replica-priority 0 >/dev/null 2>&1 && : >"$REDIS_RUN_DIR/priority-held"
           follow "$MY_REDIS" "$_m"
           _was=slave
-        else
+        elif [ "$_verdict" = confirmed ]; then
+          if [ "$_fenced" = yes ]; then
+            redis_cli "$MY_REDIS" CONFIG SET min-replicas-to-write "$_min_replicas" >/dev/null 2>&1 \
+              && _fenced=no && log "the sentinels confirm this master again: taking writes"
+          fi
           redis_cli "$MY_REDIS" -n "$REDIS_CLOCK_DB" INCR "$CLOCK_KEY" >/dev/null 2>&1 || true
+        elif [ "$_fenced" = no ] && [ "$_age" -ge "$REDIS_FENCE_GRACE" ]; then
+          # Fenced: no majority of sentinels confirms this node as a healthy master (it is cut
+          # off from them, or a failover is under way). A replica it can still reach would
+          # confirm writes (WAIT) that the failover then throws away, so it refuses them
+          # (NOREPLICAS) until the sentinels confirm it, or name another.
+          _min_replicas=$(redis_cli "$MY_REDIS" CONFIG GET min-replicas-to-write | sed -n 2p)
+          redis_cli "$MY_REDIS" CONFIG SET min-replicas-to-write "$REDIS_NODE_COUNT" >/dev/null 2>&1 \
+            && _fenced=yes && log "no majority of sentinels confirms this master: refusing writes"
         fi
         ;;
       slave)
