@@ -302,6 +302,8 @@ finish_check() {
   recovery=$(printf '%s\n' "${EVENTS[@]}" | awk -v s="$gap_s" -v g="$gap" '
     { if (NR == 1 || $1 <= s + 0.5) e = $1 }
     END { r = s + g / 1000 - e; printf "%.1f", (r > 0 ? r : 0) }')
+  # Nothing failed: there was nothing to recover from.
+  [ "$failed" != 0 ] || recovery=0.0
   [ "$lost" = 0 ] || why+=("lost $lost")
   [ "$dup" = 0 ] || why+=("duplicated $dup")
   [ "$over" = 0 ] || why+=("over-count $over")
@@ -710,13 +712,16 @@ s15() {
   at 5
   # Cuts shorter than down-after (5 s) must not fail over; longer ones fail over once each, and
   # the node cut off last must not come back as master on old data at the next cut.
+  # 2 s of sleep: with the time the iptables rules take, a cut lasts about 3 s, clear of the 5 s
+  # after which the sentinels would fail over (a cut right at that edge is the WAIT-1 race of
+  # docs/ha.md, not a flap).
   for i in 1 2 3 4 5 6; do
     cut=$(master_index)
     partition "$cut" on
-    [ "$i" -gt 1 ] || event "flapping: the master cut off 3 s and healed 2 s, six times"
-    sleep 3
-    partition "$cut" off
+    [ "$i" -gt 1 ] || event "flapping: the master cut off 2 s and healed 3 s, six times"
     sleep 2
+    partition "$cut" off
+    sleep 3
   done
   e_short=$(epoch)
   for i in 1 2; do
