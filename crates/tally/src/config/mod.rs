@@ -181,43 +181,6 @@ impl ServeConfig {
             rate_limit: args.rate_limit.resolve()?,
         })
     }
-
-    /// A configuration for tests and embedding: loopback listeners on free ports, memory store.
-    pub fn for_tests() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            store: StoreConfig::Memory,
-            durability: Durability::Async,
-            key_prefix: "count:".into(),
-            messages_key: "tally:messages".into(),
-            message_retention: 10_000,
-            database: None,
-            fib_max_index: 10_000,
-            request_timeout: Duration::from_secs(2),
-            idempotency_ttl: Duration::from_secs(600),
-            readiness_interval: Duration::from_millis(200),
-            drain: Drain {
-                delay: Duration::ZERO,
-                timeout: Duration::from_secs(10),
-            },
-            limits: ListenerLimits {
-                public: Limits {
-                    header_timeout: Duration::from_secs(10),
-                    idle_timeout: Duration::from_secs(620),
-                    max_connections: 4096,
-                    body_timeout: Duration::from_secs(2),
-                },
-                admin: Limits {
-                    header_timeout: Duration::from_secs(10),
-                    idle_timeout: Duration::from_secs(620),
-                    max_connections: 64,
-                    body_timeout: Duration::from_secs(2),
-                },
-            },
-            rate_limit: None,
-        }
-    }
 }
 
 pub fn resolve_durability(

@@ -1,8 +1,6 @@
 //! Test support: real Redis processes and the app, in-process on random ports or as the real
 //! binary. No mocks: every store test talks to a real `redis-server`.
 
-#![allow(dead_code)] // each test binary uses a different part of the support module
-
 pub mod postgres;
 pub mod redis;
 pub mod web;
@@ -12,7 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tally::config::{RedisTarget, ServeConfig, StoreConfig};
+use std::net::SocketAddr;
+use tally::config::{
+    Drain, Durability, Limits, ListenerLimits, RedisTarget, ServeConfig, StoreConfig,
+};
 use tally::serve::Server;
 use tokio::sync::oneshot;
 
@@ -31,23 +32,62 @@ pub enum Backend {
 /// The app on the chosen store; the Redis process lives as long as the fixture.
 pub struct Fixture {
     pub app: TestApp,
-    pub redis: Option<redis::RedisProcess>,
+    /// Held only to keep the Redis process alive for the fixture's lifetime.
+    pub _redis: Option<redis::RedisProcess>,
 }
 
 pub async fn fixture(backend: Backend) -> Fixture {
     match backend {
         Backend::Memory => Fixture {
             app: TestApp::memory().await,
-            redis: None,
+            _redis: None,
         },
         Backend::Redis => {
             let redis = redis::RedisProcess::server("");
             let app = TestApp::on_redis(&redis.url(redis::PASSWORD)).await;
             Fixture {
                 app,
-                redis: Some(redis),
+                _redis: Some(redis),
             }
         }
+    }
+}
+
+/// The configuration tests start from: loopback listeners on free ports, the memory store, and
+/// the defaults of `tally serve` otherwise.
+pub fn test_config() -> ServeConfig {
+    ServeConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        store: StoreConfig::Memory,
+        durability: Durability::Async,
+        key_prefix: "count:".into(),
+        messages_key: "tally:messages".into(),
+        message_retention: 10_000,
+        database: None,
+        fib_max_index: 10_000,
+        request_timeout: Duration::from_secs(2),
+        idempotency_ttl: Duration::from_secs(600),
+        readiness_interval: Duration::from_millis(200),
+        drain: Drain {
+            delay: Duration::ZERO,
+            timeout: Duration::from_secs(10),
+        },
+        limits: ListenerLimits {
+            public: Limits {
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(620),
+                max_connections: 4096,
+                body_timeout: Duration::from_secs(2),
+            },
+            admin: Limits {
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(620),
+                max_connections: 64,
+                body_timeout: Duration::from_secs(2),
+            },
+        },
+        rate_limit: None,
     }
 }
 
@@ -71,7 +111,8 @@ pub struct TestApp {
     pub base: String,
     pub admin: String,
     pub client: reqwest::Client,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Held, never sent: dropping it is what tells the server to stop.
+    _shutdown: oneshot::Sender<()>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -98,24 +139,24 @@ impl TestApp {
             base,
             admin,
             client,
-            shutdown: Some(tx),
+            _shutdown: tx,
             task: Some(task),
         }
     }
 
     pub async fn memory() -> Self {
-        Self::spawn(ServeConfig::for_tests()).await
+        Self::spawn(test_config()).await
     }
 
     pub async fn on_redis(url: &str) -> Self {
-        let mut config = ServeConfig::for_tests();
+        let mut config = test_config();
         config.store = StoreConfig::Redis(RedisTarget::parse_url(url).unwrap());
         Self::spawn(config).await
     }
 
     /// The API on Redis with Postgres: the Fibonacci job routes work.
     pub async fn with_jobs(redis: &redis::RedisProcess, pg: &postgres::Postgres) -> Self {
-        let mut config = ServeConfig::for_tests();
+        let mut config = test_config();
         config.store =
             StoreConfig::Redis(RedisTarget::parse_url(&redis.url(redis::PASSWORD)).unwrap());
         config.database = Some(tally::config::DatabaseConfig {
@@ -199,15 +240,6 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("/readyz never answered {want} within {limit:?}");
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
     }
 }
 

@@ -234,15 +234,6 @@ impl SentinelSetup {
             .expect("a node of this setup")
     }
 
-    pub fn sentinel_list(&self) -> String {
-        let addrs: Vec<String> = self
-            .sentinels
-            .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
-            .collect();
-        addrs.join(",")
-    }
-
     /// The master port a majority of sentinels names.
     pub fn named_master_port(&self) -> Option<u16> {
         let ports: Vec<u16> = self

@@ -1,11 +1,9 @@
 //! `tally web` in front of `tally serve` on a real Redis: the page, its forms without
 //! JavaScript, escaping, the proxy, and what happens when the API is down.
 
-mod support;
-
-use support::redis::{free_port, RedisProcess, PASSWORD};
-use support::web::Web;
-use support::TestApp;
+use crate::support::redis::{free_port, RedisProcess, PASSWORD};
+use crate::support::web::Web;
+use crate::support::TestApp;
 
 async fn stack() -> (RedisProcess, TestApp, Web) {
     let redis = RedisProcess::server("");
@@ -268,7 +266,7 @@ async fn credentials_in_the_api_url_never_show() {
     let web = Web::start(&with_secret).await;
     // The page works through the URL's credentials (the API ignores them).
     assert_eq!(web.page("/").await.0, 200);
-    let readyz = support::get_text(&web.client, format!("{}/readyz", web.admin)).await;
+    let readyz = crate::support::get_text(&web.client, format!("{}/readyz", web.admin)).await;
     assert!(
         readyz.contains(api.base.trim_start_matches("http://")),
         "{readyz}"

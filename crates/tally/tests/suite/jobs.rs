@@ -1,17 +1,15 @@
 //! Fibonacci jobs end to end, on a real Redis and a real PostgreSQL, with `tally worker`
 //! processes that get killed.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::postgres::Postgres;
+use crate::support::redis::RedisProcess;
+use crate::support::TestApp;
 use futures::stream::{self, StreamExt};
 use num_bigint::BigUint;
 use serde_json::{json, Value};
-use support::postgres::Postgres;
-use support::redis::RedisProcess;
-use support::TestApp;
 
 async fn submit(app: &TestApp, body: &str, key: Option<&str>) -> (u16, Value) {
     let mut request = app
@@ -79,9 +77,9 @@ async fn a_thousand_jobs_complete_correctly_while_a_worker_is_killed() {
         .unwrap();
     assert!(ghost.contains("9000"), "{ghost}");
 
-    let mut first = support::worker(&redis, "worker-a");
+    let mut first = crate::support::worker(&redis, "worker-a");
     let first_pid = first.0.id().to_string();
-    let mut second = support::worker(&redis, "worker-b");
+    let mut second = crate::support::worker(&redis, "worker-b");
     // 1000 submissions over 200 distinct indexes, 20 at a time.
     let indexes: Vec<u32> = (0..1000).map(|n| (n * 37 % 200) as u32 * 50).collect();
     let statuses: Vec<u16> = stream::iter(indexes.iter().enumerate())
@@ -214,7 +212,7 @@ async fn bad_submissions_and_unknown_indexes() {
     redis
         .cli(&["XADD", "tally:fib:jobs", "*", "index", "not-a-number"])
         .unwrap();
-    let _worker = support::worker(&redis, "worker-c");
+    let _worker = crate::support::worker(&redis, "worker-c");
     let deadline = Instant::now() + Duration::from_secs(10);
     while redis.cli(&["XLEN", "tally:fib:dead"]).unwrap().trim() != "1" {
         assert!(
@@ -270,7 +268,7 @@ async fn without_redis_or_postgres_the_job_routes_say_what_is_missing() {
         "{body}"
     );
     let redis = RedisProcess::server("");
-    let app = TestApp::on_redis(&redis.url(support::redis::PASSWORD)).await;
+    let app = TestApp::on_redis(&redis.url(crate::support::redis::PASSWORD)).await;
     let (status, body) = submit(&app, r#"{"index":5}"#, None).await;
     assert_eq!(status, 503);
     assert!(

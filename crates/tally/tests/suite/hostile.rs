@@ -3,16 +3,14 @@
 //! evicting store, rate limits, slow bodies, clients that stop reading, and client mistakes.
 //! Timeouts are shortened by environment; no assertion is finer than a configured bound.
 //! Lines starting with "hostile-figures:" are the measurements quoted in docs/security.md
-//! (`cargo nextest run --test hostile --no-capture`).
-
-mod support;
+//! (`cargo nextest run -E 'test(/^hostile::/)' --no-capture`).
 
 use std::time::{Duration, Instant};
 
+use crate::support::redis::{RedisProcess, PASSWORD};
+use crate::support::BinaryApp;
 use reqwest::Method;
 use serde_json::Value;
-use support::redis::{RedisProcess, PASSWORD};
-use support::BinaryApp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -128,7 +126,7 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Durati
 }
 
 async fn metrics(client: &reqwest::Client, app: &BinaryApp) -> String {
-    support::get_text(client, format!("{}/metrics", app.admin)).await
+    crate::support::get_text(client, format!("{}/metrics", app.admin)).await
 }
 
 /// The sum of a metric's samples whose line contains every one of `labels`.

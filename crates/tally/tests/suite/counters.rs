@@ -1,13 +1,10 @@
 //! The behavioural suite of the HTTP contract. Every test runs twice: against the memory store
 //! and against a real password-protected redis-server.
 
-#[macro_use]
-mod support;
-
 use std::collections::{HashMap, HashSet};
 
+use crate::support::{fixture, Backend};
 use futures::stream::{self, StreamExt};
-use support::{fixture, Backend};
 
 on_every_store!(
     sequential_counts,

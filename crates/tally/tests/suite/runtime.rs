@@ -2,14 +2,12 @@
 //! limit, 1 by default), which switches to Tokio's single-threaded scheduler. Counting must stay
 //! exact under concurrency, and every request must leave one whole JSON access line.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::redis::{RedisProcess, PASSWORD};
+use crate::support::{BinaryApp, KillOnDrop};
 use futures::stream::{self, StreamExt};
-use support::redis::{RedisProcess, PASSWORD};
-use support::{BinaryApp, KillOnDrop};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_thread_counts_exactly_and_logs_every_request() {
@@ -86,7 +84,10 @@ async fn a_stalled_stdout_never_holds_up_requests() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
-    let (port, admin) = (support::redis::free_port(), support::redis::free_port());
+    let (port, admin) = (
+        crate::support::redis::free_port(),
+        crate::support::redis::free_port(),
+    );
     // Nobody reads stdout until the end: the pipe fills after a few hundred lines.
     let child = Command::new(env!("CARGO_BIN_EXE_tally"))
         .arg("serve")

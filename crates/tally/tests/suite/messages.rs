@@ -1,13 +1,10 @@
 //! The guestbook API, on the memory store and on a real Redis.
 
-#[macro_use]
-mod support;
-
 use std::collections::HashMap;
 
+use crate::support::{fixture, Backend, TestApp};
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
-use support::{fixture, Backend, TestApp};
 
 on_every_store!(
     post_then_read_back,

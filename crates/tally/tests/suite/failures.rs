@@ -1,13 +1,11 @@
 //! What happens when Redis misbehaves, and how the process starts and stops: wrong password,
 //! Redis killed and restarted, Sentinel failover, SIGTERM with requests in flight.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::redis::{RedisProcess, SentinelSetup, PASSWORD};
+use crate::support::{BinaryApp, TestApp};
 use futures::stream::{self, StreamExt};
-use support::redis::{RedisProcess, SentinelSetup, PASSWORD};
-use support::{BinaryApp, TestApp};
 use tally::config::{Durability, RedisAuth, Secret, SentinelTarget, ServeConfig, StoreConfig};
 
 fn http() -> reqwest::Client {
@@ -105,7 +103,7 @@ async fn wrong_password_gives_503_within_the_deadline_and_never_logs_the_passwor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_gives_503_then_recovers_by_itself() {
     let mut redis = RedisProcess::server("");
-    let mut config = ServeConfig::for_tests();
+    let mut config = crate::support::test_config();
     config.store =
         StoreConfig::Redis(tally::config::RedisTarget::parse_url(&redis.url(PASSWORD)).unwrap());
     config.request_timeout = Duration::from_millis(800);
@@ -146,7 +144,7 @@ async fn redis_killed_mid_run_gives_503_then_recovers_by_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_redis_costs_at_most_the_deadline() {
     let redis = RedisProcess::server("");
-    let mut config = ServeConfig::for_tests();
+    let mut config = crate::support::test_config();
     config.store =
         StoreConfig::Redis(tally::config::RedisTarget::parse_url(&redis.url(PASSWORD)).unwrap());
     config.request_timeout = Duration::from_millis(500);
@@ -171,7 +169,7 @@ async fn hung_redis_costs_at_most_the_deadline() {
 
 /// The app in Sentinel mode on `setup`, with the passwords the test processes use.
 fn sentinel_config(setup: &SentinelSetup) -> ServeConfig {
-    let mut config = ServeConfig::for_tests();
+    let mut config = crate::support::test_config();
     config.store = StoreConfig::Sentinel(SentinelTarget {
         sentinels: setup
             .sentinels

@@ -2,18 +2,16 @@
 //! `tally web` serves in front of `tally serve` on a real Redis, posts a message, clicks the
 //! counter, and saves a screenshot (target/browser/). Once with JavaScript, once without.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::postgres::Postgres;
+use crate::support::redis::{free_port, RedisProcess};
+use crate::support::web::Web;
+use crate::support::TestApp;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use support::postgres::Postgres;
-use support::redis::{free_port, RedisProcess};
-use support::web::Web;
-use support::TestApp;
 
 struct Driver {
     child: Child,
@@ -117,7 +115,7 @@ async fn a_person_posts_a_message_and_counts_in_chromium() {
     let pg = Postgres::start();
     let api = TestApp::with_jobs(&redis, &pg).await;
     let web = Web::start(&api.base).await;
-    let _worker = support::worker(&redis, "browser-worker");
+    let _worker = crate::support::worker(&redis, "browser-worker");
     let driver = chromedriver();
 
     for javascript in [true, false] {

@@ -1,12 +1,10 @@
 //! `tally check` against a real tally on a real Redis: a clean run passes, and a run during
 //! which acknowledged increments are destroyed is caught.
 
-mod support;
-
 use std::time::Duration;
 
-use support::redis::{RedisProcess, PASSWORD};
-use support::TestApp;
+use crate::support::redis::{RedisProcess, PASSWORD};
+use crate::support::TestApp;
 
 async fn check(args: &[&str]) -> (i32, serde_json::Value, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tally"))

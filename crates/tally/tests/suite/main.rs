@@ -1,0 +1,16 @@
+//! tally's integration suite: one test binary, so the support code (real redis-server,
+//! redis-sentinel, postgres and chromium processes started per test) is compiled once. Each
+//! module is one area of the contract; `cargo nextest run -E 'test(/^hostile::/)'` runs one.
+
+#[macro_use]
+mod support;
+
+mod browser;
+mod check;
+mod counters;
+mod failures;
+mod hostile;
+mod jobs;
+mod messages;
+mod runtime;
+mod web;
