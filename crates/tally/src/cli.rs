@@ -82,7 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Web(args)) => return web(args).await.map(|()| ExitCode::SUCCESS),
         Some(Command::Worker(args)) => {
-            let _log = crate::telemetry::init(args.log_format);
+            let _log = crate::telemetry::init(args.common.log_format);
             let open_files = crate::listener::raise_open_file_limit();
             tracing::debug!(open_files, "open-file limit");
             return crate::worker::run(*args).await.map(|()| ExitCode::SUCCESS);
@@ -93,14 +93,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn web(args: WebArgs) -> anyhow::Result<()> {
-    let _log = crate::telemetry::init(args.log_format);
+    let _log = crate::telemetry::init(args.common.log_format);
     let api_url = args.resolve_api_url(&|name| std::env::var(name).ok())?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listen = %args.listen,
         admin_listen = %args.admin_listen,
         api_url = crate::web::redact(&api_url),
-        request_timeout = ?args.request_timeout,
+        request_timeout = ?args.common.request_timeout,
         open_files = crate::listener::raise_open_file_limit(),
         "starting tally web"
     );
@@ -110,7 +110,7 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let _log = crate::telemetry::init(args.log_format);
+    let _log = crate::telemetry::init(args.common.log_format);
     let config = ServeConfig::resolve(&args, &|name| std::env::var(name).ok())?;
     let open_files = crate::listener::raise_open_file_limit();
     tracing::info!(

@@ -14,22 +14,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::ListenerLimits;
+use crate::config::{Drain, ListenerLimits};
 use crate::health::Health;
 use crate::listener::{self, App, Role};
-
-/// The shutdown timing, as flags of `serve` and `web`.
-#[derive(clap::Args, Debug, Clone, Copy)]
-pub struct Drain {
-    /// After SIGTERM, /readyz answers 503 and requests are still served this long, so load
-    /// balancers stop sending traffic before the listener closes.
-    #[arg(long = "shutdown-delay", env = "TALLY_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub delay: Duration,
-
-    /// After the delay, how long in-flight requests get to finish before the process exits.
-    #[arg(long = "shutdown-timeout", env = "TALLY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
-}
 
 /// Binds the public and the admin listener (port 0 picks a free port).
 pub async fn bind(

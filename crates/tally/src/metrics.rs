@@ -10,8 +10,6 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::store::StoreError;
-
 /// Latency buckets in seconds: sub-millisecond Redis round trips up to the request deadline.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -217,7 +215,9 @@ pub fn http_request(route: &str, method: &axum::http::Method, status: u16, elaps
     });
 }
 
-pub fn store_command(command: &'static str, elapsed: Duration, error: Option<&StoreError>) {
+/// Records one store command; `failure` is the `kind` label of a failure of the store itself
+/// (`None` on success and on the client's mistakes, which must not page anyone).
+pub fn store_command(command: &'static str, elapsed: Duration, failure: Option<&'static str>) {
     STORE_SERIES.with_borrow_mut(|cache| {
         let at = match cache.iter().position(|(c, _)| *c == command) {
             Some(at) => at,
@@ -229,11 +229,8 @@ pub fn store_command(command: &'static str, elapsed: Duration, error: Option<&St
         };
         cache[at].1.record(elapsed.as_secs_f64());
     });
-    // Only failures of the store: a conflict or an overflow is the client's, and must not
-    // page anyone through the store-error alert.
-    if let Some(e) = error.filter(|e| e.is_store_failure()) {
-        counter!("tally_store_errors_total", "command" => command, "kind" => e.metric_kind())
-            .increment(1);
+    if let Some(kind) = failure {
+        counter!("tally_store_errors_total", "command" => command, "kind" => kind).increment(1);
     }
 }
 

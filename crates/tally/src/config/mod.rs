@@ -1,6 +1,7 @@
 //! Configuration of `tally serve`: flags that mirror `TALLY_*` environment variables (12-factor),
 //! the original Go service's variables as a fallback (drop-in replacement), secrets from files.
 
+mod common;
 mod limits;
 mod redis;
 pub(crate) mod secret;
@@ -9,15 +10,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
+pub use self::common::{positive_duration, CommonArgs, Drain, FibArgs, LogFormat};
 pub use self::limits::{Limits, ListenerArgs, ListenerLimits, RateLimit, RateLimitArgs};
 pub use self::redis::{
-    DurabilityMode, RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig,
+    Durability, DurabilityFlag, RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig,
 };
 pub use self::secret::Secret;
-pub use crate::lifecycle::Drain;
-pub use crate::store::Durability;
 
 /// Every flag of `tally serve`; each one can also be set by the environment variable it names.
 #[derive(Args, Debug, Clone)]
@@ -60,14 +60,6 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_DATABASE_PASSWORD_FILE")]
     pub database_password_file: Option<PathBuf>,
 
-    /// Largest Fibonacci index accepted.
-    #[arg(long, env = "TALLY_FIB_MAX_INDEX", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
-    pub fib_max_index: u32,
-
-    /// Deadline of one request's store work; past it the request gets 503.
-    #[arg(long, env = "TALLY_REQUEST_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub request_timeout: Duration,
-
     /// How long an Idempotency-Key is remembered.
     #[arg(long, env = "TALLY_IDEMPOTENCY_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub idempotency_ttl: Duration,
@@ -80,14 +72,13 @@ pub struct ServeArgs {
     pub drain: Drain,
 
     #[command(flatten)]
-    pub listener: ListenerArgs,
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub fib: FibArgs,
 
     #[command(flatten)]
     pub rate_limit: RateLimitArgs,
-
-    /// Log format: json (default when stdout is not a terminal) or text.
-    #[arg(long, env = "TALLY_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
 }
 
 /// Postgres connection settings. The URL is kept as a secret: it may carry a password.
@@ -95,12 +86,6 @@ pub struct ServeArgs {
 pub struct DatabaseConfig {
     pub url: Secret,
     pub password: Option<Secret>,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
 }
 
 /// The resolved configuration the server runs with.
@@ -142,9 +127,6 @@ impl ServeConfig {
         if listen == admin_listen && listen.port() != 0 {
             anyhow::bail!("the listener and the admin listener cannot share {listen}");
         }
-        if args.request_timeout.is_zero() {
-            anyhow::bail!("TALLY_REQUEST_TIMEOUT must be greater than zero");
-        }
         if args.idempotency_ttl < Duration::from_secs(1) {
             anyhow::bail!("TALLY_IDEMPOTENCY_TTL must be at least 1s");
         }
@@ -152,7 +134,8 @@ impl ServeConfig {
             anyhow::bail!("TALLY_READINESS_INTERVAL must be greater than zero");
         }
         let store = StoreConfig::resolve(&args.redis, env)?;
-        let durability = resolve_durability(&args.redis, &store, args.request_timeout)?;
+        let request_timeout = args.common.request_timeout;
+        let durability = resolve_durability(&args.redis, &store, request_timeout)?;
         Ok(Self {
             listen,
             admin_listen,
@@ -172,12 +155,12 @@ impl ServeConfig {
                 }),
                 _ => None,
             },
-            fib_max_index: args.fib_max_index,
-            request_timeout: args.request_timeout,
+            fib_max_index: args.fib.fib_max_index,
+            request_timeout,
             idempotency_ttl: args.idempotency_ttl,
             readiness_interval: args.readiness_interval,
             drain: args.drain,
-            limits: args.listener.limits(args.request_timeout)?,
+            limits: args.common.listener.limits(request_timeout)?,
             rate_limit: args.rate_limit.resolve()?,
         })
     }
@@ -190,16 +173,16 @@ pub fn resolve_durability(
 ) -> anyhow::Result<Durability> {
     let sentinel = matches!(store, StoreConfig::Sentinel(_));
     let mode = args.durability.unwrap_or(if sentinel {
-        DurabilityMode::Replicated
+        DurabilityFlag::Replicated
     } else {
-        DurabilityMode::Async
+        DurabilityFlag::Async
     });
     match mode {
-        DurabilityMode::Async => Ok(Durability::Async),
-        DurabilityMode::Replicated if matches!(store, StoreConfig::Memory) => {
+        DurabilityFlag::Async => Ok(Durability::Async),
+        DurabilityFlag::Replicated if matches!(store, StoreConfig::Memory) => {
             anyhow::bail!("TALLY_DURABILITY=replicated needs Redis (TALLY_REDIS_URL or TALLY_REDIS_SENTINELS)")
         }
-        DurabilityMode::Replicated => {
+        DurabilityFlag::Replicated => {
             if args.wait_timeout.is_zero() || args.wait_timeout >= request_timeout {
                 anyhow::bail!(
                     "TALLY_WAIT_TIMEOUT must be above zero and below TALLY_REQUEST_TIMEOUT"
@@ -269,8 +252,7 @@ mod tests {
         let cfg = ServeConfig::resolve(&args, &env_of(&[])).unwrap();
         assert_eq!(cfg.request_timeout, Duration::from_millis(250));
         assert_eq!(cfg.drain.delay, Duration::ZERO);
-        let zero = parse(&["--request-timeout", "0s"]);
-        assert!(ServeConfig::resolve(&zero, &env_of(&[])).is_err());
+        assert!(parse_err(&["--request-timeout", "0s"]));
     }
 
     #[test]

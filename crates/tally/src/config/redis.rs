@@ -59,7 +59,7 @@ pub struct RedisArgs {
     /// replicas have it, so a failover cannot discard it; `async` answers at once.
     /// [default: replicated in Sentinel mode, async otherwise]
     #[arg(long, env = "TALLY_DURABILITY")]
-    pub durability: Option<DurabilityMode>,
+    pub durability: Option<DurabilityFlag>,
 
     /// Replicas that must confirm an increment under `replicated` durability.
     #[arg(long, env = "TALLY_WAIT_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -75,10 +75,20 @@ pub struct RedisArgs {
     pub allow_eviction: bool,
 }
 
+/// The value of `TALLY_DURABILITY`; with the WAIT flags it resolves to a [`Durability`].
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DurabilityMode {
+pub enum DurabilityFlag {
     Replicated,
     Async,
+}
+
+/// How increments are acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// At once, when the master has applied the increment. A failover can lose it.
+    Async,
+    /// After `replicas` replicas confirmed it, waiting at most `timeout`.
+    Replicated { replicas: u32, timeout: Duration },
 }
 
 #[derive(Debug, Clone)]

@@ -116,6 +116,12 @@ impl StoreError {
         matches!(self, Self::Unavailable { .. } | Self::Full)
     }
 
+    /// The `kind` label of `tally_store_errors_total` when this is a failure of the store
+    /// itself; `None` for the client's mistakes.
+    pub fn failure_kind(&self) -> Option<&'static str> {
+        self.is_store_failure().then(|| self.metric_kind())
+    }
+
     pub fn metric_kind(&self) -> &'static str {
         match self {
             Self::Unavailable { kind, .. } => kind.as_str(),

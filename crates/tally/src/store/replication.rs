@@ -16,15 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::redis::classify;
 use super::{StoreError, Unavailable};
-
-/// How increments are acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// At once, when the master has applied the increment. A failover can lose it.
-    Async,
-    /// After `replicas` replicas confirmed it, waiting at most `timeout`.
-    Replicated { replicas: u32, timeout: Duration },
-}
+pub use crate::config::Durability;
 
 type Ack = oneshot::Sender<Result<(), StoreError>>;
 

@@ -14,10 +14,10 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use crate::config::{ListenerArgs, ListenerLimits, LogFormat, RateLimit, RateLimitArgs};
+use crate::config::{CommonArgs, Drain, ListenerLimits, RateLimit, RateLimitArgs};
 use crate::health::Health;
 use crate::http::admin::{self, AdminState};
-use crate::lifecycle::{serve_until, Drain, Listeners};
+use crate::lifecycle::{serve_until, Listeners};
 
 pub use self::api::{redact, ApiClient};
 
@@ -36,10 +36,6 @@ pub struct WebArgs {
     #[arg(long, env = "TALLY_API_URL")]
     pub api_url: Option<String>,
 
-    /// Timeout of each call to the API.
-    #[arg(long, env = "TALLY_REQUEST_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub request_timeout: Duration,
-
     /// How often readiness probes the API.
     #[arg(long, env = "TALLY_READINESS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub readiness_interval: Duration,
@@ -48,14 +44,10 @@ pub struct WebArgs {
     pub drain: Drain,
 
     #[command(flatten)]
-    pub listener: ListenerArgs,
+    pub common: CommonArgs,
 
     #[command(flatten)]
     pub rate_limit: RateLimitArgs,
-
-    /// Log format: json (default when stdout is not a terminal) or text.
-    #[arg(long, env = "TALLY_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
 }
 
 impl WebArgs {
@@ -92,10 +84,10 @@ pub struct WebServer {
 
 impl WebServer {
     pub async fn bind(args: WebArgs, api_url: &str) -> anyhow::Result<Self> {
-        let limits = args.listener.limits(args.request_timeout)?;
+        let limits = args.common.listener.limits(args.common.request_timeout)?;
         let rate_limit = args.rate_limit.resolve()?;
         let (public, admin) = crate::lifecycle::bind(args.listen, args.admin_listen).await?;
-        let api = ApiClient::new(api_url, args.request_timeout)?;
+        let api = ApiClient::new(api_url, args.common.request_timeout)?;
         Ok(Self {
             public,
             admin,

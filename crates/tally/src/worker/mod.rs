@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use crate::config::{resolve_durability, ListenerArgs, LogFormat, RedisArgs, StoreConfig};
+use crate::config::{resolve_durability, CommonArgs, FibArgs, RedisArgs, StoreConfig};
 use crate::health::Health;
 use crate::http::admin::{self, AdminState};
 use crate::jobs::fib::fib;
@@ -42,20 +42,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "TALLY_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_attempts: u64,
 
-    /// Largest index the worker computes; larger jobs are dead-lettered.
-    #[arg(long, env = "TALLY_FIB_MAX_INDEX", default_value_t = 10_000)]
-    pub fib_max_index: u32,
-
-    /// Deadline of each Redis command.
-    #[arg(long, env = "TALLY_REQUEST_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub request_timeout: Duration,
-
     #[command(flatten)]
-    pub listener: ListenerArgs,
+    pub common: CommonArgs,
 
-    /// Log format: json (default when stdout is not a terminal) or text.
-    #[arg(long, env = "TALLY_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
+    /// Larger jobs are dead-lettered.
+    #[command(flatten)]
+    pub fib: FibArgs,
 }
 
 /// How long one XREADGROUP waits for a job; also how often the loop looks at the shutdown flag.
@@ -67,8 +59,12 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         !matches!(store_config, StoreConfig::Memory),
         "tally worker needs Redis: set TALLY_REDIS_URL or TALLY_REDIS_SENTINELS"
     );
-    let durability = resolve_durability(&args.redis, &store_config, args.request_timeout)?;
-    let limits = args.listener.limits(args.request_timeout)?.admin;
+    let durability = resolve_durability(&args.redis, &store_config, args.common.request_timeout)?;
+    let limits = args
+        .common
+        .listener
+        .limits(args.common.request_timeout)?
+        .admin;
     let name = args.name.clone().unwrap_or_else(default_name);
     tracing::info!(consumer = %name, store = %store_config, durability = ?durability, "starting tally worker");
     // Two connections: blocking reads would hold up every other command on a shared one.
@@ -83,7 +79,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let watcher = health.spawn_store_watch(
         Store::Redis(writer.clone()),
         Duration::from_secs(1),
-        args.request_timeout,
+        args.common.request_timeout,
     );
     let admin = listener::bind(args.admin_listen)
         .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
@@ -138,7 +134,7 @@ struct Worker {
 
 impl Worker {
     async fn work(&self, stop: &AtomicBool) {
-        let deadline = self.args.request_timeout;
+        let deadline = self.args.common.request_timeout;
         while !stop.load(Ordering::Relaxed) {
             match self.writer.ensure_job_group(deadline).await {
                 Ok(()) => break,
@@ -181,7 +177,7 @@ impl Worker {
 
     /// Takes over jobs another consumer left behind; buries those delivered too often.
     async fn reclaim(&self, stop: &AtomicBool) {
-        let deadline = self.args.request_timeout;
+        let deadline = self.args.common.request_timeout;
         let claimed = match self
             .writer
             .reclaim_jobs(&self.name, self.args.reclaim_idle, 10, deadline)
@@ -206,8 +202,8 @@ impl Worker {
     }
 
     async fn process(&self, job: &Job) {
-        let deadline = self.args.request_timeout;
-        let max = self.args.fib_max_index;
+        let deadline = self.args.common.request_timeout;
+        let max = self.args.fib.fib_max_index;
         let index = match job.index.as_deref().and_then(|i| i.parse::<u32>().ok()) {
             Some(i) if i <= max => i,
             _ => {
@@ -245,7 +241,7 @@ impl Worker {
     async fn bury(&self, job: &Job, error: &str) {
         match self
             .writer
-            .bury_job(job, error, self.args.request_timeout)
+            .bury_job(job, error, self.args.common.request_timeout)
             .await
         {
             Ok(()) => {

@@ -176,7 +176,9 @@ impl RedisStore {
                 }
             }
         }
-        crate::metrics::store_command(name, started.elapsed(), result.as_ref().err());
+        // Only failures of the store count: a conflict or an overflow is the client's.
+        let failure = result.as_ref().err().and_then(StoreError::failure_kind);
+        crate::metrics::store_command(name, started.elapsed(), failure);
         result
     }
 

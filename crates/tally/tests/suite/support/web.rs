@@ -19,20 +19,22 @@ impl Web {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             api_url: Some(api_url.to_owned()),
-            request_timeout: Duration::from_millis(800),
             readiness_interval: Duration::from_millis(100),
             drain: tally::config::Drain {
                 delay: Duration::ZERO,
                 timeout: Duration::from_secs(5),
             },
-            listener: tally::config::ListenerArgs {
-                header_timeout: Duration::from_secs(10),
-                idle_timeout: Duration::from_secs(620),
-                max_connections: 4096,
-                admin_max_connections: 64,
+            common: tally::config::CommonArgs {
+                request_timeout: Duration::from_millis(800),
+                log_format: None,
+                listener: tally::config::ListenerArgs {
+                    header_timeout: Duration::from_secs(10),
+                    idle_timeout: Duration::from_secs(620),
+                    max_connections: 4096,
+                    admin_max_connections: 64,
+                },
             },
             rate_limit: Default::default(),
-            log_format: None,
         };
         let server = WebServer::bind(args, api_url).await.unwrap();
         let (base, admin) = (
