@@ -6,10 +6,10 @@ use clap::{Parser, Subcommand};
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
+use crate::app::worker::WorkerArgs;
 use crate::check::CheckArgs;
 use crate::config::{ServeArgs, ServeConfig};
 use crate::web::{WebArgs, WebServer};
-use crate::worker::WorkerArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -85,7 +85,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _log = crate::telemetry::init(args.common.log_format);
             let open_files = crate::listener::raise_open_file_limit();
             tracing::debug!(open_files, "open-file limit");
-            return crate::worker::run(*args).await.map(|()| ExitCode::SUCCESS);
+            return crate::app::worker::run(*args)
+                .await
+                .map(|()| ExitCode::SUCCESS);
         }
         None => cli.serve,
     };
@@ -106,7 +108,7 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
     );
     let server = WebServer::bind(args, &api_url).await?;
     tracing::info!(public = %server.public_addr(), admin = %server.admin_addr(), "listening");
-    server.run(crate::lifecycle::shutdown_signal()).await
+    server.run(crate::app::lifecycle::shutdown_signal()).await
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -141,7 +143,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "the open-file limit is below the connection caps: accepts will fail (EMFILE) before the cap"
         );
     }
-    let server = crate::serve::Server::bind(config).await?;
+    let server = crate::app::serve::Server::bind(config).await?;
     tracing::info!(public = %server.public_addr(), admin = %server.admin_addr(), "listening");
-    server.run(crate::lifecycle::shutdown_signal()).await
+    server.run(crate::app::lifecycle::shutdown_signal()).await
 }

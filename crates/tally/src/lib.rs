@@ -1,17 +1,23 @@
 //! tally: a per-id counter service on Redis, and the tools that prove it correct under failure.
+//!
+//! Layers, each importing only those below it (scripts/check-layers.py enforces it):
+//! - leaves: `config`, `metrics`, `store` (the failure vocabulary), `telemetry`;
+//! - infrastructure: `listener`, `redis` (the one Redis client and key space), `postgres`, `http`;
+//! - features: `counters`, `guestbook`, `fib`;
+//! - the process shell: `app` (serve, worker, lifecycle, health), `web`, `check`, `cli`.
 
+pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;
-pub mod db;
-pub mod health;
+pub mod counters;
+pub mod fib;
+pub mod guestbook;
 pub mod http;
-pub mod jobs;
-pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
-pub mod serve;
+pub mod postgres;
+pub mod redis;
 pub mod store;
 pub mod telemetry;
 pub mod web;
-pub mod worker;

@@ -39,9 +39,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_KEY_PREFIX", default_value = "count:")]
     pub key_prefix: String,
 
-    /// Redis Stream holding the guestbook messages.
-    #[arg(long, env = "TALLY_MESSAGES_KEY", default_value = "tally:messages")]
-    pub messages_key: String,
+    /// Redis Stream holding the guestbook messages. [default: <TALLY_KEY_NAMESPACE>:messages]
+    #[arg(long, env = "TALLY_MESSAGES_KEY")]
+    pub messages_key: Option<String>,
 
     /// Guestbook messages kept; older ones are trimmed (at least this many stay).
     #[arg(long, env = "TALLY_MESSAGE_RETENTION", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -95,8 +95,9 @@ pub struct ServeConfig {
     pub admin_listen: SocketAddr,
     pub store: StoreConfig,
     pub durability: Durability,
+    pub key_namespace: String,
     pub key_prefix: String,
-    pub messages_key: String,
+    pub messages_key: Option<String>,
     pub message_retention: u64,
     pub database: Option<DatabaseConfig>,
     pub fib_max_index: u32,
@@ -141,6 +142,7 @@ impl ServeConfig {
             admin_listen,
             store,
             durability,
+            key_namespace: args.redis.key_namespace.clone(),
             key_prefix: args.key_prefix.clone(),
             messages_key: args.messages_key.clone(),
             message_retention: args.message_retention,

@@ -61,6 +61,11 @@ pub struct RedisArgs {
     #[arg(long, env = "TALLY_DURABILITY")]
     pub durability: Option<DurabilityFlag>,
 
+    /// Namespace of every Redis key but counters (messages, jobs, idempotency records): two
+    /// releases sharing one Redis set different namespaces (and counter prefixes).
+    #[arg(long, env = "TALLY_KEY_NAMESPACE", default_value = "tally", value_parser = key_namespace)]
+    pub key_namespace: String,
+
     /// Replicas that must confirm an increment under `replicated` durability.
     #[arg(long, env = "TALLY_WAIT_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub wait_replicas: u32,
@@ -350,6 +355,21 @@ impl fmt::Display for StoreConfig {
                 )
             }
         }
+    }
+}
+
+/// A namespace is part of every key: non-empty, and no braces, so it can never form a Redis
+/// Cluster hash tag by accident.
+fn key_namespace(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err("must be 1-64 visible ASCII characters without braces".into())
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::store::Message;
+use crate::guestbook::Message;
 
 #[derive(Clone)]
 pub struct ApiClient {

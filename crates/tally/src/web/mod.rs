@@ -14,10 +14,10 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 
+use crate::app::admin::{self, AdminState};
+use crate::app::health::Health;
+use crate::app::lifecycle::{serve_until, Listeners};
 use crate::config::{CommonArgs, Drain, ListenerLimits, RateLimit, RateLimitArgs};
-use crate::health::Health;
-use crate::http::admin::{self, AdminState};
-use crate::lifecycle::{serve_until, Listeners};
 
 pub use self::api::{redact, ApiClient};
 
@@ -86,7 +86,7 @@ impl WebServer {
     pub async fn bind(args: WebArgs, api_url: &str) -> anyhow::Result<Self> {
         let limits = args.common.listener.limits(args.common.request_timeout)?;
         let rate_limit = args.rate_limit.resolve()?;
-        let (public, admin) = crate::lifecycle::bind(args.listen, args.admin_listen).await?;
+        let (public, admin) = crate::app::lifecycle::bind(args.listen, args.admin_listen).await?;
         let api = ApiClient::new(api_url, args.common.request_timeout)?;
         Ok(Self {
             public,
@@ -99,11 +99,11 @@ impl WebServer {
     }
 
     pub fn public_addr(&self) -> SocketAddr {
-        crate::lifecycle::address(&self.public)
+        crate::app::lifecycle::address(&self.public)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        crate::lifecycle::address(&self.admin)
+        crate::app::lifecycle::address(&self.admin)
     }
 
     pub async fn run(

@@ -4,7 +4,7 @@
 
 use maud::{html, Markup, DOCTYPE};
 
-use crate::store::Message;
+use crate::guestbook::Message;
 
 /// Everything the page shows. `Err` parts render as notices instead of content.
 pub struct Page {

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
+use tally::app::serve::Server;
 use tally::config::{
     Drain, Durability, Limits, ListenerLimits, RedisTarget, ServeConfig, StoreConfig,
 };
-use tally::serve::Server;
 use tokio::sync::oneshot;
 
 /// The body of a GET of `url` as text (panics on a transport error).
@@ -61,8 +61,9 @@ pub fn test_config() -> ServeConfig {
         admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         store: StoreConfig::Memory,
         durability: Durability::Async,
+        key_namespace: "tally".into(),
         key_prefix: "count:".into(),
-        messages_key: "tally:messages".into(),
+        messages_key: None,
         message_retention: 10_000,
         database: None,
         fib_max_index: 10_000,

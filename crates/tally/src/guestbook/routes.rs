@@ -2,6 +2,7 @@
 //! `GET /api/v1/messages/{id}`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,11 +13,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::counters::idempotency_key;
-use super::error::ApiError;
-use super::extract::{body_error, Path, Query};
-use super::AppState;
-use crate::store::{Idempotency, MessageId};
+use super::{GuestbookApi, MessageId};
+use crate::http::error::ApiError;
+use crate::http::extract::{body_error, idempotency_key, require_json, Path, Query};
+use crate::store::Idempotency;
+
+type AppState = Arc<GuestbookApi>;
 
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub const MAX_TEXT_CHARS: usize = 500;
@@ -24,7 +26,7 @@ pub const MAX_TEXT_CHARS: usize = 500;
 pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 100;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(api: AppState) -> Router {
     Router::new()
         .route(
             "/api/v1/messages",
@@ -37,6 +39,7 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/messages/{id}",
             get(show).fallback(|| async { ApiError::method_not_allowed("GET, HEAD") }),
         )
+        .with_state(api)
 }
 
 async fn post(
@@ -73,23 +76,6 @@ async fn post(
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
-}
-
-/// 415 unless the body is declared as JSON.
-pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if is_json {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json",
-        ))
-    }
 }
 
 /// The `text` of a post body: CRLF folded to LF (what browsers send from a textarea), trimmed,

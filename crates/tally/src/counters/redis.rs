@@ -3,8 +3,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use super::RedisStore;
-use crate::store::{Idempotency, Incremented, StoreError};
+use super::Incremented;
+use crate::redis::RedisClient;
+use crate::store::{Idempotency, StoreError};
 
 /// Increment with an idempotency record, atomically. Returns {count, first_id, replayed}.
 /// KEYS[1] counter, KEYS[2] reply record; ARGV[1] id, ARGV[2] window in seconds.
@@ -40,14 +41,14 @@ return redis.call('INCR', KEYS[1])
     )
 });
 
-impl RedisStore {
+impl RedisClient {
     pub async fn incr(
         &self,
         id: &str,
         idem: Option<Idempotency<'_>>,
         deadline: Duration,
     ) -> Result<Incremented, StoreError> {
-        let counter = self.inner.keys.counter(id);
+        let counter = self.keys().counter(id);
         let Some(idem) = idem else {
             let started = std::time::Instant::now();
             let mut cmd = redis::cmd("INCR");
@@ -76,7 +77,7 @@ impl RedisStore {
         idem: Idempotency<'_>,
         deadline: Duration,
     ) -> Result<Incremented, StoreError> {
-        let record = self.inner.keys.idempotency("counter", idem.key);
+        let record = self.keys().idempotency("counter", idem.key);
         let (id_owned, ttl) = (id.to_owned(), idem.ttl.as_secs().max(1));
         let (count, first_id, replayed): (i64, String, i64) = self
             .run("incr_idempotent", true, deadline, move |mut c| {
@@ -109,7 +110,7 @@ impl RedisStore {
 
     pub async fn get(&self, id: &str, deadline: Duration) -> Result<i64, StoreError> {
         let mut cmd = redis::cmd("GET");
-        cmd.arg(self.inner.keys.counter(id));
+        cmd.arg(self.keys().counter(id));
         let value: Option<String> = self.query("get", false, deadline, cmd).await?;
         match value {
             None => Ok(0),

@@ -2,6 +2,7 @@
 //! `GET /api/v1/fib/values`, `GET /api/v1/fib/indexes`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,15 +13,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::counters::idempotency_key;
-use super::error::ApiError;
-use super::extract::{body_error, Path, Query};
-use super::messages::require_json;
-use super::AppState;
-use crate::db::Database;
-use crate::store::{FibStatus, RedisStore};
+use super::{FibApi, FibStatus};
+use crate::http::error::ApiError;
+use crate::http::extract::{body_error, idempotency_key, require_json, Path, Query};
+use crate::postgres::Database;
+use crate::redis::RedisClient;
 
-pub fn routes() -> Router<AppState> {
+type AppState = Arc<FibApi>;
+
+pub fn routes(api: AppState) -> Router {
     Router::new()
         .route(
             "/api/v1/fib",
@@ -31,11 +32,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/fib/values", get(values))
         .route("/api/v1/fib/indexes", get(indexes))
         .route("/api/v1/fib/{index}", get(status))
+        .with_state(api)
 }
 
 /// The job system needs Redis (queue, values) and Postgres (submissions).
-fn parts(state: &AppState) -> Result<(&RedisStore, &Database), ApiError> {
-    let redis = state.store.redis().ok_or_else(|| {
+fn parts(state: &AppState) -> Result<(&RedisClient, &Database), ApiError> {
+    let redis = state.queue.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Fibonacci jobs need Redis (TALLY_REDIS_URL or TALLY_REDIS_SENTINELS)",
@@ -78,7 +80,7 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
     let body = body.map_err(|e| body_error(&e))?;
-    let index = parse_index(&body, state.fib_max_index)?;
+    let index = parse_index(&body, state.max_index)?;
     let key = idempotency_key(&headers)?;
     let (redis, db) = parts(&state)?;
     let deadline = state.request_timeout;

@@ -2,6 +2,8 @@
 //! reads. Only GET increments: HEAD and the rest get 405, since a probe or a prefetch that
 //! sends HEAD must not change a count.
 
+use std::sync::Arc;
+
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, State};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -10,14 +12,16 @@ use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::error::ApiError;
-use super::AppState;
+use super::CountersApi;
+use crate::http::error::ApiError;
+use crate::http::extract::idempotency_key;
 use crate::store::Idempotency;
 
-pub const MAX_ID_BYTES: usize = 256;
-pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+type AppState = Arc<CountersApi>;
 
-pub fn routes() -> Router<AppState> {
+pub const MAX_ID_BYTES: usize = 256;
+
+pub fn routes(api: AppState) -> Router {
     Router::new()
         .route("/{id}", increment_route())
         .route("/count/{id}", increment_route())
@@ -25,6 +29,7 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/counters/{id}",
             get(read).fallback(|| async { ApiError::method_not_allowed("GET, HEAD") }),
         )
+        .with_state(api)
 }
 
 fn increment_route() -> MethodRouter<AppState> {
@@ -117,24 +122,6 @@ pub fn validate_id(id: &str) -> Result<(), String> {
         return Err("id must not be '.' or '..'".into());
     }
     Ok(())
-}
-
-/// The optional `Idempotency-Key` header: 1–255 visible ASCII characters.
-pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::bad_request(format!(
-            "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
-        ))
-    };
-    let key = value.to_str().map_err(|_| bad())?;
-    let visible = key.bytes().all(|b| b.is_ascii_graphic());
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES || !visible {
-        return Err(bad());
-    }
-    Ok(Some(key))
 }
 
 #[cfg(test)]

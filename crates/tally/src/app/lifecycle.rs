@@ -14,8 +14,8 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::health::Health;
 use crate::config::{Drain, ListenerLimits};
-use crate::health::Health;
 use crate::listener::{self, App, Role};
 
 /// Binds the public and the admin listener (port 0 picks a free port).

@@ -14,9 +14,8 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::redis::classify;
-use super::{StoreError, Unavailable};
-pub use crate::config::Durability;
+use super::client::classify;
+use crate::store::{StoreError, Unavailable};
 
 type Ack = oneshot::Sender<Result<(), StoreError>>;
 

@@ -1,4 +1,7 @@
-//! Counters in Redis, standalone or behind Sentinel.
+//! The one Redis client every feature uses: a connection source (standalone or behind Sentinel),
+//! error classification, replicated durability (WAIT), and the key space. Features add their
+//! commands in their own folders (`counters/redis.rs`, `guestbook/redis.rs`, `fib/queue.rs`) on
+//! top of `RedisClient::run`, which owns the exactly-once rules below.
 //!
 //! All requests share one multiplexed connection, which pipelines concurrent commands (a
 //! connection per request would cost a round trip and a socket each). The connection is
@@ -15,19 +18,19 @@ use redis::aio::MultiplexedConnection;
 use tokio::time::{timeout_at, Instant};
 
 mod client;
-mod counters;
-mod jobs;
-mod messages;
+mod keys;
+mod replication;
+mod sentinel;
 
-pub use self::jobs::{FibStatus, Job};
+pub use self::keys::{FibKeys, KeySpace, DEFAULT_COUNTER_PREFIX, DEFAULT_NAMESPACE};
 
 use self::client::check_eviction_policy;
 pub(crate) use self::client::{classify, connect, connection_info};
 
-use super::replication::{Committer, Durability};
-use super::sentinel::SentinelResolver;
-use super::{KeySpace, StoreError, Unavailable};
-use crate::config::{RedisTarget, SentinelTarget};
+use self::replication::Committer;
+use self::sentinel::SentinelResolver;
+use crate::config::{Durability, RedisTarget, SentinelTarget, StoreConfig};
+use crate::store::{StoreError, Unavailable};
 
 /// After a failed connect, requests fail fast for this long instead of each one dialling.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(200);
@@ -35,7 +38,7 @@ const CONNECT_BACKOFF: Duration = Duration::from_millis(200);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
-pub struct RedisStore {
+pub struct RedisClient {
     inner: Arc<Inner>,
 }
 
@@ -66,7 +69,7 @@ struct Live {
 /// What one attempt runs on: the connection, its generation, its group-commit task.
 type Handle = (MultiplexedConnection, u64, Option<Committer>);
 
-impl RedisStore {
+impl RedisClient {
     pub fn standalone(target: &RedisTarget, keys: KeySpace, durability: Durability) -> Self {
         let info = connection_info(&target.host, target.port, target.tls, &target.auth);
         let source = Source::Standalone(info);
@@ -83,11 +86,25 @@ impl RedisStore {
         if let Source::Sentinel(resolver) = &store.inner.source {
             resolver.watch_switches(Arc::new(move || {
                 if let Some(inner) = weak.upgrade() {
-                    (RedisStore { inner }).invalidate_any("sentinels announced a new master");
+                    (RedisClient { inner }).invalidate_any("sentinels announced a new master");
                 }
             }));
         }
         store
+    }
+
+    /// The client for a Redis configuration; None for the memory store. Must be called inside
+    /// a Tokio runtime (Sentinel mode starts background tasks).
+    pub fn from_config(
+        config: &StoreConfig,
+        keys: KeySpace,
+        durability: Durability,
+    ) -> Option<Self> {
+        match config {
+            StoreConfig::Memory => None,
+            StoreConfig::Redis(target) => Some(Self::standalone(target, keys, durability)),
+            StoreConfig::Sentinel(target) => Some(Self::sentinel(target, keys, durability)),
+        }
     }
 
     fn with_source(
@@ -109,6 +126,11 @@ impl RedisStore {
         }
     }
 
+    /// Where every key of this client's data lives.
+    pub fn keys(&self) -> &KeySpace {
+        &self.inner.keys
+    }
+
     pub fn kind(&self) -> &'static str {
         match self.inner.source {
             Source::Standalone(_) => "redis",
@@ -122,7 +144,7 @@ impl RedisStore {
     }
 
     /// Runs a plain command (see `run`).
-    pub(super) async fn query<T: redis::FromRedisValue>(
+    pub(crate) async fn query<T: redis::FromRedisValue>(
         &self,
         name: &'static str,
         write: bool,
@@ -139,7 +161,7 @@ impl RedisStore {
     /// Runs one command on the current master within `deadline`, recording its latency and
     /// errors. `op` may be called twice, but only when the first call certainly did not execute.
     /// A `write` is acknowledged only once it is durable as configured.
-    pub(super) async fn run<T, F, Fut>(
+    pub(crate) async fn run<T, F, Fut>(
         &self,
         name: &'static str,
         write: bool,

@@ -5,10 +5,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::error::ApiError;
-use super::AppState;
+use crate::http::error::ApiError;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router {
     Router::new()
         .route(
             "/",

@@ -10,8 +10,8 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use super::error::ApiError;
-use crate::health::Health;
+use super::health::Health;
+use crate::http::error::ApiError;
 
 #[derive(Clone)]
 pub struct AdminState {

@@ -13,9 +13,9 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use tokio::task::JoinSet;
 
-use super::redis::{classify, connect, connection_info};
-use super::{StoreError, Unavailable};
+use super::client::{classify, connect, connection_info};
 use crate::config::{RedisAuth, SentinelTarget};
+use crate::store::{StoreError, Unavailable};
 
 pub struct SentinelResolver {
     sentinels: Vec<redis::ConnectionInfo>,

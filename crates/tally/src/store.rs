@@ -1,6 +1,16 @@
-//! Store failures, sorted by what the caller can do about them.
+//! What every store shares, whatever holds its data (Redis, Postgres or this process): its
+//! failures, sorted by what the caller can do about them, and the Idempotency-Key of a write.
+//! A leaf: it imports nothing from the crate.
 
 use std::fmt;
+use std::time::Duration;
+
+/// An Idempotency-Key: the same key within the window returns the first answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency<'a> {
+    pub key: &'a str,
+    pub ttl: Duration,
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::Store;
+use crate::store::StoreError;
 
 #[derive(Clone)]
 pub struct Health {
@@ -87,17 +87,22 @@ impl Health {
         })
     }
 
-    /// Readiness of `serve`: a PING to the store, bounded by the interval (at least 500 ms).
-    pub fn spawn_store_watch(
+    /// Readiness that follows a store: `ping` (a PING, say) with a budget bounded by the
+    /// interval (at least 500 ms).
+    pub fn spawn_store_watch<F, Fut>(
         &self,
-        store: Store,
         interval: Duration,
         deadline: Duration,
-    ) -> tokio::task::JoinHandle<()> {
+        ping: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn(Duration) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
+    {
         let budget = deadline.min(interval.max(Duration::from_millis(500)));
         self.spawn_watch(interval, move || {
-            let store = store.clone();
-            async move { store.ping(budget).await.map_err(|e| e.to_string()) }
+            let pinged = ping(budget);
+            async move { pinged.await.map_err(|e| e.to_string()) }
         })
     }
 }

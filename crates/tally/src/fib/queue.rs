@@ -6,8 +6,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use super::RedisStore;
-use crate::jobs::keys;
+use crate::redis::{FibKeys, RedisClient};
 use crate::store::{StoreError, Unavailable};
 
 /// Enqueue: mark the index requested and add the job, atomically; an index already requested
@@ -65,14 +64,15 @@ pub enum FibStatus {
 
 type Entry = (String, Vec<String>);
 
-impl RedisStore {
+impl RedisClient {
     /// Creates the consumer group (from the start of the stream, so jobs enqueued before any
     /// worker existed are delivered). Safe to call from every replica, every start.
     pub async fn ensure_job_group(&self, deadline: Duration) -> Result<(), StoreError> {
+        let keys = self.keys().fib();
         let cmd = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(keys::JOBS)
-            .arg(keys::GROUP)
+            .arg(&keys.jobs)
+            .arg(FibKeys::GROUP)
             .arg("0")
             .arg("MKSTREAM")
             .to_owned();
@@ -88,16 +88,17 @@ impl RedisStore {
         index: u32,
         deadline: Duration,
     ) -> Result<Option<String>, StoreError> {
+        let keys = self.keys().fib();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         self.run("enqueue_fib", true, deadline, move |mut c| async move {
-            let mut call = ENQUEUE.key(keys::REQUESTED);
-            call.key(keys::JOBS)
+            let mut call = ENQUEUE.key(&keys.requested);
+            call.key(&keys.jobs)
                 .arg(index)
                 .arg(now_ms)
-                .arg(keys::JOBS_CAP);
+                .arg(FibKeys::JOBS_CAP);
             call.invoke_async(&mut c).await
         })
         .await
@@ -108,9 +109,10 @@ impl RedisStore {
         index: u32,
         deadline: Duration,
     ) -> Result<FibStatus, StoreError> {
+        let keys = self.keys().fib();
         let mut pipe = redis::pipe();
-        pipe.hget(keys::VALUES, index)
-            .hexists(keys::REQUESTED, index);
+        pipe.hget(&keys.values, index)
+            .hexists(&keys.requested, index);
         let (value, requested): (Option<String>, bool) = self
             .run("fib_status", false, deadline, move |mut c| {
                 let pipe = pipe.clone();
@@ -131,8 +133,9 @@ impl RedisStore {
         limit: usize,
         deadline: Duration,
     ) -> Result<Vec<(u32, String)>, StoreError> {
+        let keys = self.keys().fib();
         let cmd = redis::cmd("ZRANGE")
-            .arg(keys::DONE)
+            .arg(&keys.done)
             .arg(offset)
             .arg(offset + limit.max(1) - 1)
             .to_owned();
@@ -141,7 +144,7 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let cmd = redis::cmd("HMGET")
-            .arg(keys::VALUES)
+            .arg(&keys.values)
             .arg(&indexes)
             .to_owned();
         let values: Vec<Option<String>> = self.query("fib_values", false, deadline, cmd).await?;
@@ -160,16 +163,17 @@ impl RedisStore {
         block: Duration,
         deadline: Duration,
     ) -> Result<Vec<Job>, StoreError> {
+        let keys = self.keys().fib();
         let cmd = redis::cmd("XREADGROUP")
             .arg("GROUP")
-            .arg(keys::GROUP)
+            .arg(FibKeys::GROUP)
             .arg(consumer)
             .arg("COUNT")
             .arg(count)
             .arg("BLOCK")
             .arg(block.as_millis() as u64)
             .arg("STREAMS")
-            .arg(keys::JOBS)
+            .arg(&keys.jobs)
             .arg(">")
             .to_owned();
         // XREADGROUP moves entries into the pending list, but WAIT is not needed for it: a job
@@ -194,9 +198,10 @@ impl RedisStore {
         count: usize,
         deadline: Duration,
     ) -> Result<Vec<(Job, u64)>, StoreError> {
+        let keys = self.keys().fib();
         let cmd = redis::cmd("XAUTOCLAIM")
-            .arg(keys::JOBS)
-            .arg(keys::GROUP)
+            .arg(&keys.jobs)
+            .arg(FibKeys::GROUP)
             .arg(consumer)
             .arg(min_idle.as_millis() as u64)
             .arg("0-0")
@@ -216,8 +221,8 @@ impl RedisStore {
 
     async fn deliveries(&self, entry: &str, deadline: Duration) -> Result<u64, StoreError> {
         let cmd = redis::cmd("XPENDING")
-            .arg(keys::JOBS)
-            .arg(keys::GROUP)
+            .arg(&self.keys().fib().jobs)
+            .arg(FibKeys::GROUP)
             .arg(entry)
             .arg(entry)
             .arg(1)
@@ -234,16 +239,17 @@ impl RedisStore {
         value: String,
         deadline: Duration,
     ) -> Result<(), StoreError> {
+        let keys = self.keys().fib();
         let entry = job.entry.clone();
         self.run("complete_job", true, deadline, move |mut c| {
             let (entry, value) = (entry.clone(), value.clone());
             async move {
-                let mut call = COMPLETE.key(keys::VALUES);
-                call.key(keys::DONE)
-                    .key(keys::JOBS)
+                let mut call = COMPLETE.key(&keys.values);
+                call.key(&keys.done)
+                    .key(&keys.jobs)
                     .arg(index)
                     .arg(value)
-                    .arg(keys::GROUP)
+                    .arg(FibKeys::GROUP)
                     .arg(entry);
                 call.invoke_async::<i64>(&mut c).await.map(|_| ())
             }
@@ -257,6 +263,7 @@ impl RedisStore {
         error: &str,
         deadline: Duration,
     ) -> Result<(), StoreError> {
+        let keys = self.keys().fib();
         let (entry, index, error) = (
             job.entry.clone(),
             job.index.clone().unwrap_or_default(),
@@ -265,14 +272,14 @@ impl RedisStore {
         self.run("bury_job", true, deadline, move |mut c| {
             let (entry, index, error) = (entry.clone(), index.clone(), error.clone());
             async move {
-                let mut call = BURY.key(keys::DEAD);
-                call.key(keys::JOBS)
-                    .key(keys::REQUESTED)
+                let mut call = BURY.key(&keys.dead);
+                call.key(&keys.jobs)
+                    .key(&keys.requested)
                     .arg(entry)
                     .arg(index)
                     .arg(error)
-                    .arg(keys::GROUP)
-                    .arg(keys::JOBS_CAP);
+                    .arg(FibKeys::GROUP)
+                    .arg(FibKeys::JOBS_CAP);
                 call.invoke_async::<i64>(&mut c).await.map(|_| ())
             }
         })
@@ -281,12 +288,13 @@ impl RedisStore {
 
     /// (pending in the group, lag: entries not yet delivered), from XINFO GROUPS.
     pub async fn job_backlog(&self, deadline: Duration) -> Result<(u64, u64), StoreError> {
-        let cmd = redis::cmd("XINFO").arg("GROUPS").arg(keys::JOBS).to_owned();
+        let keys = self.keys().fib();
+        let cmd = redis::cmd("XINFO").arg("GROUPS").arg(&keys.jobs).to_owned();
         let groups: Vec<std::collections::HashMap<String, redis::Value>> =
             self.query("xinfo", false, deadline, cmd).await?;
         let group = groups
             .iter()
-            .find(|g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n == keys::GROUP.as_bytes()))
+            .find(|g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n == FibKeys::GROUP.as_bytes()))
             .ok_or_else(|| StoreError::unavailable(Unavailable::Server, "the job group does not exist yet"))?;
         let number = |k: &str| match group.get(k) {
             Some(redis::Value::Int(n)) => (*n).max(0) as u64,

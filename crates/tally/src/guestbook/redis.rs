@@ -5,8 +5,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use super::RedisStore;
-use crate::store::{Idempotency, Message, MessageId, Posted, StoreError, Unavailable};
+use super::{Message, MessageId, Posted};
+use crate::redis::RedisClient;
+use crate::store::{Idempotency, StoreError, Unavailable};
 
 /// Post with an idempotency record, atomically. Returns {id, replayed}.
 /// KEYS[1] stream, KEYS[2] record; ARGV[1] retention, ARGV[2] text, ARGV[3] window in seconds.
@@ -25,21 +26,21 @@ return {id, 0}
 /// One stream entry as Redis returns it: the id and the field/value list.
 type Entry = (String, Vec<String>);
 
-impl RedisStore {
+impl RedisClient {
     pub async fn post_message(
         &self,
         text: &str,
         idem: Option<Idempotency<'_>>,
         deadline: Duration,
     ) -> Result<Posted, StoreError> {
-        let keys = &self.inner.keys;
+        let keys = self.keys();
         let (id, replayed): (String, i64) = match idem {
             None => {
                 let cmd = redis::cmd("XADD")
-                    .arg(&keys.messages)
+                    .arg(keys.messages())
                     .arg("MAXLEN")
                     .arg("~")
-                    .arg(keys.message_retention)
+                    .arg(keys.message_retention())
                     .arg("*")
                     .arg("text")
                     .arg(text)
@@ -47,10 +48,12 @@ impl RedisStore {
                 (self.query("xadd", true, deadline, cmd).await?, 0)
             }
             Some(idem) => {
-                let (stream, record) =
-                    (keys.messages.clone(), keys.idempotency("message", idem.key));
+                let (stream, record) = (
+                    keys.messages().to_owned(),
+                    keys.idempotency("message", idem.key),
+                );
                 let (retention, text, ttl) = (
-                    keys.message_retention,
+                    keys.message_retention(),
                     text.to_owned(),
                     idem.ttl.as_secs().max(1),
                 );
@@ -91,7 +94,7 @@ impl RedisStore {
         // "(id" is an exclusive bound (Redis 6.2+).
         let end = before.map_or_else(|| "+".to_owned(), |b| format!("({b}"));
         let cmd = redis::cmd("XREVRANGE")
-            .arg(&self.inner.keys.messages)
+            .arg(self.keys().messages())
             .arg(end)
             .arg("-")
             .arg("COUNT")
@@ -108,7 +111,7 @@ impl RedisStore {
     ) -> Result<Option<Message>, StoreError> {
         let id = id.to_string();
         let cmd = redis::cmd("XRANGE")
-            .arg(&self.inner.keys.messages)
+            .arg(self.keys().messages())
             .arg(&id)
             .arg(&id)
             .to_owned();
