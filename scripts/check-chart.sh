@@ -194,7 +194,7 @@ for set in "${VALUE_SETS[@]}"; do
 done
 
 # The chart must reject bad values: each of these must make helm lint fail (the schema) or helm
-# template fail (the chart's own checks in _helpers.tpl, which helm 4's lint only logs).
+# template fail (the chart's own checks in _validate.tpl, which helm 4's lint only logs).
 bad_values() {
   local bad rc=0
   while IFS= read -r bad; do

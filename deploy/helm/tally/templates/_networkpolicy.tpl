@@ -40,7 +40,7 @@ externalRedis (url or sentinels) at any address.
 - to:
     - podSelector:
         matchLabels:
-          {{- include "tally.redis.selectorLabels" . | nindent 10 }}
+          {{- include "tally.selectorLabels" (dict "ctx" . "component" "redis") | nindent 10 }}
   ports:
     - port: redis
       protocol: TCP
@@ -69,7 +69,7 @@ externalRedis (url or sentinels) at any address.
 - to:
     - podSelector:
         matchLabels:
-          {{- include "tally.postgresql.selectorLabels" . | nindent 10 }}
+          {{- include "tally.selectorLabels" (dict "ctx" . "component" "postgresql") | nindent 10 }}
   ports:
     - port: postgresql
       protocol: TCP
@@ -92,7 +92,7 @@ externalRedis (url or sentinels) at any address.
 - to:
     - podSelector:
         matchLabels:
-          {{- include "tally.selectorLabels" . | nindent 10 }}
+          {{- include "tally.selectorLabels" (dict "ctx" . "component" "app") | nindent 10 }}
   ports:
     - port: http
       protocol: TCP

@@ -1,0 +1,62 @@
+{{/*
+Checks of the values that values.schema.json cannot express. deployment.yaml runs tally.validate
+and the app's own tally.checkGrace, so a bad combination fails `helm template` / `helm install`.
+*/}}
+
+{{- define "tally.validate" -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- if and .Values.redis.enabled (gt (int .Values.redis.sentinel.quorum) (int .Values.redis.replicas)) -}}
+{{- fail "redis.sentinel.quorum must not exceed redis.replicas" -}}
+{{- end -}}
+{{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) (not .Values.externalRedis.sentinels) -}}
+{{- fail "redis.enabled is false: set externalRedis.url or externalRedis.sentinels" -}}
+{{- end -}}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) -}}
+{{- fail "httpRoute.enabled needs httpRoute.parentRefs (the Gateway to attach to)" -}}
+{{- end -}}
+{{- if .Values.web.enabled -}}
+{{- if and .Values.web.autoscaling.enabled (gt (int .Values.web.autoscaling.minReplicas) (int .Values.web.autoscaling.maxReplicas)) -}}
+{{- fail "web.autoscaling.minReplicas must not exceed web.autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- if and .Values.networkPolicy.enabled (include "tally.web.apiPrivate" .) (include "tally.web.directApi" .) (not .Values.networkPolicy.ingressControllerFrom) -}}
+{{- fail (printf "web.enabled with an Ingress or HTTPRoute sends %s straight to the app, whose NetworkPolicy then admits only the web pods: set networkPolicy.ingressControllerFrom to the ingress controller's pods (e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}]), or web.apiPathPrefix=\"\" to send everything through web" .Values.web.apiPathPrefix) -}}
+{{- end -}}
+{{- include "tally.checkGrace" (dict "prefix" "web." "delay" .Values.web.shutdownDelay "timeout" .Values.web.shutdownTimeout "grace" .Values.web.terminationGracePeriodSeconds) -}}
+{{- end -}}
+{{- if .Values.jobs.enabled -}}
+{{- if and .Values.postgresql.enabled .Values.externalDatabase.host -}}
+{{- fail "externalDatabase.host is set but postgresql.enabled is true: set postgresql.enabled=false to use the external database" -}}
+{{- end -}}
+{{- if and (not .Values.postgresql.enabled) (not .Values.externalDatabase.host) -}}
+{{- fail "jobs.enabled with postgresql.enabled=false: set externalDatabase.host (and externalDatabase.existingSecret)" -}}
+{{- end -}}
+{{- $keda := .Values.jobs.keda -}}
+{{- if and $keda.enabled (gt (int $keda.minReplicaCount) (int $keda.maxReplicaCount)) -}}
+{{- fail "jobs.keda.minReplicaCount must not exceed jobs.keda.maxReplicaCount" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Seconds of a simple humantime duration (500ms, 5s, 2m, 1h, or sums like 1m30s), as a float. */}}
+{{- define "tally.seconds" -}}
+{{- $total := 0.0 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h)" (toString .) -1 -}}
+{{- $n := float64 (regexFind "^[0-9]+" .) -}}
+{{- if hasSuffix "ms" . -}}{{- $total = addf $total (divf $n 1000) -}}
+{{- else if hasSuffix "s" . -}}{{- $total = addf $total $n -}}
+{{- else if hasSuffix "m" . -}}{{- $total = addf $total (mulf $n 60) -}}
+{{- else if hasSuffix "h" . -}}{{- $total = addf $total (mulf $n 3600) -}}
+{{- end -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
+{{/* The grace period must exceed the shutdown delay + drain. Args: prefix, delay, timeout, grace. */}}
+{{- define "tally.checkGrace" -}}
+{{- $need := addf (include "tally.seconds" .delay | float64) (include "tally.seconds" .timeout | float64) -}}
+{{- if le (float64 .grace) $need -}}
+{{- fail (printf "%sterminationGracePeriodSeconds (%v) must exceed %sshutdownDelay + %sshutdownTimeout (%v s)" .prefix .grace .prefix .prefix $need) -}}
+{{- end -}}
+{{- end -}}
