@@ -5,6 +5,12 @@
 use std::fmt;
 use std::time::Duration;
 
+/// Counters, and idempotency records of each kind, the memory stores hold at most (each
+/// feature its own): about 30 MB of counters and 60 MB of records at the longest ids and keys,
+/// far more than trying tally out needs. Like a Redis at `maxmemory`, past it new entries are
+/// refused as `Full`.
+pub const MAX_ENTRIES: usize = 100_000;
+
 /// An Idempotency-Key: the same key within the window returns the first answer.
 #[derive(Debug, Clone, Copy)]
 pub struct Idempotency<'a> {

@@ -12,6 +12,7 @@ use super::lifecycle::{serve_until, Listeners};
 use super::router::{admin_router, public_router, Features};
 use crate::config::ServeConfig;
 use crate::counters::{Counters, CountersApi, MemoryCounters};
+use crate::fib::submissions::Submissions;
 use crate::fib::FibApi;
 use crate::guestbook::{Guestbook, GuestbookApi, MemoryMessages};
 use crate::postgres::Database;
@@ -45,11 +46,11 @@ impl Server {
             ),
         };
         let database = match &config.database {
-            Some(db) => Some(Database::new(
+            Some(db) => Some(Submissions::new(Database::new(
                 db.url.expose(),
                 db.password.as_ref(),
                 config.request_timeout,
-            )?),
+            )?)),
             None => None,
         };
         let (request_timeout, idempotency_ttl) = (config.request_timeout, config.idempotency_ttl);

@@ -8,12 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::Incremented;
-use crate::store::{Idempotency, StoreError};
-
-/// Counters, and idempotency records of each kind, the memory stores hold at most: about 30 MB
-/// of counters and 60 MB of records at the longest ids and keys, far more than trying tally out
-/// needs.
-pub const MAX_ENTRIES: usize = 100_000;
+use crate::store::{Idempotency, StoreError, MAX_ENTRIES};
 
 #[derive(Clone)]
 pub struct MemoryCounters {

@@ -9,7 +9,7 @@ mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::memory::{MemoryCounters, MAX_ENTRIES};
+pub use self::memory::MemoryCounters;
 pub use self::routes::{routes, validate_id, MAX_ID_BYTES};
 
 use crate::redis::RedisClient;

@@ -5,6 +5,7 @@
 pub mod math;
 mod queue;
 mod routes;
+pub mod submissions;
 pub mod worker;
 
 use std::sync::Arc;
@@ -13,14 +14,14 @@ use std::time::Duration;
 pub use self::queue::{FibStatus, Job};
 pub use self::routes::{parse_index, routes};
 
-use crate::postgres::Database;
+use self::submissions::Submissions;
 use crate::redis::RedisClient;
 
 /// What the job routes need: the queue (Redis) and the submissions (Postgres). Either may be
 /// missing; the routes then answer 503 and say which.
 pub struct FibApi {
     pub queue: Option<RedisClient>,
-    pub database: Option<Database>,
+    pub database: Option<Submissions>,
     pub request_timeout: Duration,
     pub idempotency_ttl: Duration,
     pub max_index: u32,
@@ -53,8 +54,8 @@ pub fn spawn_setup(api: Arc<FibApi>) -> tokio::task::JoinHandle<()> {
                 (m, g) => {
                     let error = m
                         .err()
-                        .or(g.err())
                         .map(|e| e.to_string())
+                        .or(g.err().map(|e| e.to_string()))
                         .unwrap_or_default();
                     tracing::warn!(error, "job setup failed; retrying");
                 }

@@ -13,10 +13,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use super::submissions::{Submissions, SubmitError};
 use super::{FibApi, FibStatus};
 use crate::http::error::ApiError;
 use crate::http::extract::{body_error, idempotency_key, require_json, Path, Query};
-use crate::postgres::Database;
+use crate::postgres::DatabaseError;
 use crate::redis::RedisClient;
 
 type AppState = Arc<FibApi>;
@@ -35,8 +36,31 @@ pub fn routes(api: AppState) -> Router {
         .with_state(api)
 }
 
+impl From<DatabaseError> for ApiError {
+    fn from(e: DatabaseError) -> Self {
+        // The detail goes to the log, not to the client: it names internal hosts.
+        tracing::warn!(error = %e, "job database unavailable");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the job database is unavailable; retry later",
+        )
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Database(e) => e.into(),
+            SubmitError::Queue(e) => e.into(),
+            SubmitError::IdempotencyConflict => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
+        }
+    }
+}
+
 /// The job system needs Redis (queue, values) and Postgres (submissions).
-fn parts(state: &AppState) -> Result<(&RedisClient, &Database), ApiError> {
+fn parts(state: &AppState) -> Result<(&RedisClient, &Submissions), ApiError> {
     let redis = state.queue.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

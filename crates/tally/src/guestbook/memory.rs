@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use super::{Message, MessageId, Posted};
-use crate::counters::MAX_ENTRIES;
-use crate::store::{Idempotency, StoreError};
+use crate::store::{Idempotency, StoreError, MAX_ENTRIES};
 
 #[derive(Clone)]
 pub struct MemoryMessages {

@@ -4,8 +4,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 /// A message id in Redis Stream form, `<milliseconds>-<sequence>`: unique, ordered by arrival,
 /// assigned by the store. The milliseconds are the store's clock at the time of writing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,7 +42,8 @@ impl FromStr for MessageId {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A stored message (the JSON is `wire::MessageJson`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub id: String,
     pub text: String,

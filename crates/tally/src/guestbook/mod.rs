@@ -5,6 +5,7 @@ mod memory;
 mod message;
 mod redis;
 mod routes;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,8 +11,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 
+use super::wire::{MessageJson, MessagePage};
 use super::{GuestbookApi, MessageId};
 use crate::http::error::ApiError;
 use crate::http::extract::{body_error, idempotency_key, require_json, Path, Query};
@@ -66,7 +66,11 @@ async fn post(
         .post_message(&text, idem, state.request_timeout)
         .await?;
     let location = format!("/api/v1/messages/{}", posted.message.id);
-    let mut response = (StatusCode::CREATED, Json(&posted.message)).into_response();
+    let mut response = (
+        StatusCode::CREATED,
+        Json(MessageJson::from(&posted.message)),
+    )
+        .into_response();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, value);
@@ -144,7 +148,8 @@ async fn list(
     let next = (messages.len() == limit)
         .then(|| messages.last().map(|m| m.id.clone()))
         .flatten();
-    Ok(Json(json!({ "messages": messages, "next": next })).into_response())
+    let messages = messages.iter().map(MessageJson::from).collect();
+    Ok(Json(MessagePage { messages, next }).into_response())
 }
 
 async fn show(
@@ -155,7 +160,7 @@ async fn show(
         .parse()
         .map_err(|_| ApiError::bad_request("a message id looks like 1700000000000-0"))?;
     match state.store.get_message(id, state.request_timeout).await? {
-        Some(message) => Ok(Json(message).into_response()),
+        Some(message) => Ok(Json(MessageJson::from(&message)).into_response()),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "no such message")),
     }
 }

@@ -67,7 +67,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(kind = %kind, detail = %detail, "store unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "the counter store is unavailable; retry later",
+                    "the store is unavailable; retry later",
                 )
             }
             StoreError::IdempotencyConflict => {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::guestbook::Message;
+use crate::guestbook::wire::{MessageJson as Message, MessagePage};
 
 #[derive(Clone)]
 pub struct ApiClient {
@@ -15,20 +15,15 @@ pub struct ApiClient {
     http: reqwest::Client,
 }
 
-/// Why a call failed.
+/// Why a call to the API tier failed (the JSON error answered to clients is `http::ApiError`).
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
+pub enum CallError {
     /// The API could not answer (down, slow, 5xx). The page says so with a 503.
     #[error("the API is unavailable: {0}")]
     Unavailable(String),
     /// The API refused the request (4xx) and said why.
     #[error("{message}")]
     Rejected { status: u16, message: String },
-}
-
-#[derive(Deserialize)]
-struct MessagePage {
-    messages: Vec<Message>,
 }
 
 #[derive(Deserialize)]
@@ -99,7 +94,7 @@ impl ApiClient {
         }
     }
 
-    pub async fn recent_messages(&self, limit: usize) -> Result<Vec<Message>, ApiError> {
+    pub async fn recent_messages(&self, limit: usize) -> Result<Vec<Message>, CallError> {
         let page: MessagePage = self
             .call(
                 self.http
@@ -113,7 +108,7 @@ impl ApiClient {
         &self,
         text: &str,
         idempotency_key: Option<&str>,
-    ) -> Result<Message, ApiError> {
+    ) -> Result<Message, CallError> {
         let mut request = self
             .http
             .post(format!("{}/api/v1/messages", self.base))
@@ -124,21 +119,21 @@ impl ApiClient {
         self.call(request).await
     }
 
-    pub async fn increment(&self, id: &str) -> Result<i64, ApiError> {
+    pub async fn increment(&self, id: &str) -> Result<i64, CallError> {
         let count: Count = self
             .call(self.http.get(format!("{}/{}", self.base, encode(id))))
             .await?;
         Ok(count.count)
     }
 
-    pub async fn read_counter(&self, id: &str) -> Result<i64, ApiError> {
+    pub async fn read_counter(&self, id: &str) -> Result<i64, CallError> {
         let url = format!("{}/api/v1/counters/{}", self.base, encode(id));
         let count: Count = self.call(self.http.get(url)).await?;
         Ok(count.count)
     }
 
     /// The most recently submitted indexes with their values when computed.
-    pub async fn fib_recent(&self, limit: usize) -> Result<Vec<(u32, Option<String>)>, ApiError> {
+    pub async fn fib_recent(&self, limit: usize) -> Result<Vec<(u32, Option<String>)>, CallError> {
         let url = format!("{}/api/v1/fib/indexes?limit={limit}", self.base);
         let seen: Seen = self.call(self.http.get(url)).await?;
         let mut lookups = tokio::task::JoinSet::new();
@@ -146,14 +141,14 @@ impl ApiClient {
             let api = self.clone();
             lookups.spawn(async move {
                 let url = format!("{}/api/v1/fib/{}", api.base, item.index);
-                let answer: Result<FibAnswer, ApiError> = api.call(api.http.get(url)).await;
+                let answer: Result<FibAnswer, CallError> = api.call(api.http.get(url)).await;
                 (position, item.index, answer)
             });
         }
         let mut found = Vec::new();
         while let Some(joined) = lookups.join_next().await {
             let (position, index, answer) =
-                joined.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                joined.map_err(|e| CallError::Unavailable(e.to_string()))?;
             found.push((position, index, answer?.value));
         }
         found.sort_by_key(|(position, _, _)| *position);
@@ -163,7 +158,7 @@ impl ApiClient {
             .collect())
     }
 
-    pub async fn submit_fib(&self, index: u32) -> Result<(), ApiError> {
+    pub async fn submit_fib(&self, index: u32) -> Result<(), CallError> {
         let request = self
             .http
             .post(format!("{}/api/v1/fib", self.base))
@@ -175,14 +170,14 @@ impl ApiClient {
     async fn call<T: for<'de> Deserialize<'de>>(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, CallError> {
         let response = request
             .send()
             .await
-            .map_err(|e| ApiError::Unavailable(describe(&e)))?;
+            .map_err(|e| CallError::Unavailable(describe(&e)))?;
         let status = response.status();
         if status.is_server_error() {
-            return Err(ApiError::Unavailable(format!("the API answered {status}")));
+            return Err(CallError::Unavailable(format!("the API answered {status}")));
         }
         if !status.is_success() {
             let message = response
@@ -190,7 +185,7 @@ impl ApiClient {
                 .await
                 .map(|b| b.error)
                 .unwrap_or_else(|_| format!("the API answered {status}"));
-            return Err(ApiError::Rejected {
+            return Err(CallError::Rejected {
                 status: status.as_u16(),
                 message,
             });
@@ -198,7 +193,7 @@ impl ApiClient {
         response
             .json()
             .await
-            .map_err(|e| ApiError::Unavailable(format!("unreadable answer: {}", describe(&e))))
+            .map_err(|e| CallError::Unavailable(format!("unreadable answer: {}", describe(&e))))
     }
 }
 

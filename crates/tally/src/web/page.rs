@@ -4,7 +4,7 @@
 
 use maud::{html, Markup, DOCTYPE};
 
-use crate::guestbook::Message;
+use crate::guestbook::wire::MessageJson as Message;
 
 /// Everything the page shows. `Err` parts render as notices instead of content.
 pub struct Page {

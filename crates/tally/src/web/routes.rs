@@ -11,11 +11,11 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 
-use super::api::{encode, ApiClient, ApiError};
+use super::api::{encode, ApiClient, CallError};
 use super::page::{render, Calculator, Page};
 use crate::config::RateLimit;
 use crate::http::extract::{Form, Query};
-use crate::http::ApiError as JsonError;
+use crate::http::ApiError;
 use crate::listener::{body_timed_out, Peer};
 
 const STYLE: &str = include_str!("assets/style.css");
@@ -58,7 +58,7 @@ pub fn public_router(api: ApiClient, rate_limit: Option<&RateLimit>) -> Router {
         .route("/api/{*rest}", any(proxy))
         .route("/{id}", any(proxy))
         .route("/count/{id}", any(proxy))
-        .fallback(|| async { JsonError::not_found() })
+        .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn(security_headers));
     crate::http::with_edge_layers(routes, rate_limit).with_state(api)
@@ -129,7 +129,7 @@ async fn page(api: &ApiClient, counter_id: String, problem: Problem) -> Response
     );
     let api_unavailable = [messages.as_ref().err(), count.as_ref().err()]
         .into_iter()
-        .any(|e| matches!(e, Some(ApiError::Unavailable(_))));
+        .any(|e| matches!(e, Some(CallError::Unavailable(_))));
     let status = match &problem {
         Problem::Post(_, _, status) | Problem::Counter(_, status) | Problem::Fib(_, status) => {
             *status
@@ -163,10 +163,10 @@ async fn page(api: &ApiClient, counter_id: String, problem: Problem) -> Response
 }
 
 /// What the page shows about a failure: never internal details.
-fn short(e: &ApiError) -> String {
+fn short(e: &CallError) -> String {
     match e {
-        ApiError::Unavailable(_) => "the API is unavailable".to_owned(),
-        ApiError::Rejected { message, .. } => message.clone(),
+        CallError::Unavailable(_) => "the API is unavailable".to_owned(),
+        CallError::Rejected { message, .. } => message.clone(),
     }
 }
 
@@ -181,7 +181,7 @@ async fn post_message(
         .filter(|k| !k.is_empty() && k.len() <= 255);
     match api.post_message(&text, key.map(String::as_str)).await {
         Ok(_) => Redirect::to("/").into_response(),
-        Err(ApiError::Rejected { status, message }) => {
+        Err(CallError::Rejected { status, message }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
             page(
                 &api,
@@ -190,7 +190,7 @@ async fn post_message(
             )
             .await
         }
-        Err(e @ ApiError::Unavailable(_)) => {
+        Err(e @ CallError::Unavailable(_)) => {
             tracing::warn!(error = %e, "posting a message failed");
             let why =
                 "The API is unavailable right now; your message was not posted. Try again shortly.";
@@ -215,11 +215,11 @@ async fn increment(
     }
     match api.increment(&id).await {
         Ok(_) => Redirect::to(&format!("/?counter={}", encode(&id))).into_response(),
-        Err(ApiError::Rejected { status, message }) => {
+        Err(CallError::Rejected { status, message }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
             page(&api, id, Problem::Counter(message, status)).await
         }
-        Err(e @ ApiError::Unavailable(_)) => {
+        Err(e @ CallError::Unavailable(_)) => {
             tracing::warn!(error = %e, "increment failed");
             let why = "The API is unavailable right now; the click may not have counted. Try again shortly.";
             page(
@@ -244,7 +244,7 @@ async fn proxy(
     if has_dot_segment(request.uri().path()) {
         // The client that builds the upstream URL would resolve it: /api/v1/../../metrics
         // would reach another route than the one asked for.
-        return JsonError::bad_request("the path must not contain '.' or '..' segments")
+        return ApiError::bad_request("the path must not contain '.' or '..' segments")
             .into_response();
     }
     let path_and_query = request
@@ -256,14 +256,14 @@ async fn proxy(
     let body = match axum::body::to_bytes(request.into_body(), MAX_FORM_BYTES).await {
         Ok(b) => b,
         Err(e) if body_timed_out(&e) => {
-            return JsonError::new(
+            return ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "the request body did not arrive within the request deadline",
             )
             .into_response()
         }
         Err(_) => {
-            return JsonError::new(
+            return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the body is larger than {MAX_FORM_BYTES} bytes"),
             )
@@ -288,7 +288,7 @@ async fn proxy(
                 error = super::api::describe(&e),
                 "proxy: the API did not answer"
             );
-            return JsonError::new(
+            return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the API is unavailable; retry later",
             )
@@ -305,7 +305,7 @@ async fn proxy(
     let body: Bytes = match upstream.bytes().await {
         Ok(b) => b,
         Err(_) => {
-            return JsonError::new(
+            return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the API answer broke off; retry later",
             )
@@ -359,7 +359,7 @@ async fn calculate(
     };
     match api.submit_fib(index).await {
         Ok(()) => Redirect::to("/").into_response(),
-        Err(ApiError::Rejected { status, message }) => {
+        Err(CallError::Rejected { status, message }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
             page(
                 &api,
@@ -368,7 +368,7 @@ async fn calculate(
             )
             .await
         }
-        Err(e @ ApiError::Unavailable(_)) => {
+        Err(e @ CallError::Unavailable(_)) => {
             tracing::warn!(error = %e, "submitting a Fibonacci job failed");
             let why = "The calculator is unavailable right now; try again shortly.".to_owned();
             page(

@@ -234,6 +234,11 @@ async fn postgres_down_gives_503_on_job_routes_only_then_recovers() {
     let started = Instant::now();
     let (status, body) = submit(&app, r#"{"index":6}"#, None).await;
     assert_eq!(status, 503, "{body}");
+    // The client learns which store is down, and no Postgres host or error leaks to it.
+    assert_eq!(
+        body["error"], "the job database is unavailable; retry later",
+        "{body}"
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(app.json("/api/v1/fib/indexes").await.0, 503);
     // Nothing half-done: index 6 was not queued, so it is not pending either.
