@@ -15,6 +15,9 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   install_packages postgresql
 fi
 
+# The module dependency rule (docs/architecture.md): cheap, so it runs first.
+python3 scripts/check-layers.py
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
 else
