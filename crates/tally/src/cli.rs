@@ -29,15 +29,22 @@ pub struct Cli {
     /// Threads that run requests. Default: the CPUs this process may use (a container's CPU
     /// limit counts). One thread per CPU of the limit is the efficient setting; with one, tally
     /// runs a single-threaded scheduler, which batches Redis commands best (bench/README.md).
-    #[arg(long, global = true, env = "TALLY_WORKER_THREADS", value_name = "N")]
-    pub worker_threads: Option<NonZeroUsize>,
+    // Named runtime threads here: "worker" in tally means the job consumer (`tally worker`); the
+    // flag keeps the name Tokio gives these threads.
+    #[arg(
+        long = "worker-threads",
+        global = true,
+        env = "TALLY_WORKER_THREADS",
+        value_name = "N"
+    )]
+    pub runtime_threads: Option<NonZeroUsize>,
 }
 
 impl Cli {
     /// The Tokio runtime every subcommand runs on.
     pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
         let threads = self
-            .worker_threads
+            .runtime_threads
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, NonZeroUsize::get);
         let mut builder = if threads == 1 {

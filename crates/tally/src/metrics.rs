@@ -38,70 +38,62 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// What a metric is, for its `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+        }
+    }
+}
+
+/// Every metric tally records, with its `# HELP` text. A test holds this list against the code
+/// that records metrics and against docs/metrics.md, so neither can drift from it.
+pub const CATALOGUE: &[(&str, Kind, &str)] = &[
+    ("http_requests_total", Kind::Counter, "HTTP requests answered, by route template, method and status"),
+    ("http_request_duration_seconds", Kind::Histogram, "Time from request to response, by route template and method"),
+    ("tally_store_command_duration_seconds", Kind::Histogram, "Store command latency including connection setup, by command"),
+    ("tally_store_errors_total", Kind::Counter, "Failed store commands, by command and error kind"),
+    ("tally_store_retries_total", Kind::Counter, "Store commands sent again because the first try certainly did not run (READONLY)"),
+    ("tally_store_connections_total", Kind::Counter, "Store connections opened (each replaces a dropped one)"),
+    ("tally_store_up", Kind::Gauge, "1 when the last readiness ping of the store succeeded, else 0"),
+    ("tally_api_up", Kind::Gauge, "tally web: 1 when the last probe of the API succeeded, else 0"),
+    ("tally_master_changes_total", Kind::Counter, "Sentinel mode: +switch-master announcements received (one per announcing sentinel)"),
+    ("tally_wait_timeouts_total", Kind::Counter, "WAIT calls that returned before enough replicas confirmed (their increments got 503)"),
+    ("tally_group_commit_batch_size", Kind::Histogram, "Increments covered by one WAIT"),
+    ("tally_idempotent_replays_total", Kind::Counter, "Requests answered from an earlier request with the same Idempotency-Key"),
+    ("tally_build_info", Kind::Gauge, "Always 1; the version label names the running build"),
+    ("tally_connections_open", Kind::Gauge, "Connections open, by listener (public, admin)"),
+    ("tally_connections_refused_total", Kind::Counter, "Connections answered 503 and closed at once because the listener's cap was reached"),
+    ("tally_connections_closed_total", Kind::Counter, "Connections the server closed on a client that stalled or idled, by listener and reason (header_timeout, idle_timeout, write_timeout, drain)"),
+    ("tally_accept_errors_total", Kind::Counter, "Errors accepting a connection (such as EMFILE), after each of which the listener pauses"),
+    ("tally_rate_limited_total", Kind::Counter, "Requests answered 429 by the per-client rate limit"),
+    ("tally_jobs_total", Kind::Counter, "tally worker: jobs by outcome (done, failed, reclaimed, dead_lettered)"),
+    ("tally_job_duration_seconds", Kind::Histogram, "tally worker: time to compute and store one job"),
+    ("tally_jobs_pending", Kind::Gauge, "tally worker: jobs delivered to a worker and not yet acknowledged"),
+    ("tally_jobs_lag", Kind::Gauge, "tally worker: jobs in the stream not yet delivered to any worker"),
+];
+
 fn describe() {
-    describe_counter!(
-        "http_requests_total",
-        "HTTP requests answered, by route template, method and status"
-    );
-    describe_histogram!(
-        "http_request_duration_seconds",
-        Unit::Seconds,
-        "Time from request to response, by route template and method"
-    );
-    describe_histogram!(
-        "tally_store_command_duration_seconds",
-        Unit::Seconds,
-        "Store command latency including connection setup, by command"
-    );
-    describe_counter!(
-        "tally_store_errors_total",
-        "Failed store commands, by command and error kind"
-    );
-    describe_counter!(
-        "tally_store_retries_total",
-        "Store commands sent again because the first try certainly did not run (READONLY)"
-    );
-    describe_counter!(
-        "tally_store_connections_total",
-        "Store connections opened (each replaces a dropped one)"
-    );
-    describe_gauge!(
-        "tally_store_up",
-        "1 when the last readiness ping of the store succeeded, else 0"
-    );
-    describe_gauge!(
-        "tally_api_up",
-        "tally web: 1 when the last probe of the API succeeded, else 0"
-    );
-    describe_counter!(
-        "tally_idempotent_replays_total",
-        "Requests answered from an earlier request with the same Idempotency-Key"
-    );
-    describe_gauge!(
-        "tally_build_info",
-        "Always 1; the version label names the running build"
-    );
-    describe_gauge!(
-        "tally_connections_open",
-        "Connections open, by listener (public, admin)"
-    );
-    describe_counter!(
-        "tally_connections_refused_total",
-        "Connections answered 503 and closed at once because the listener's cap was reached"
-    );
-    describe_counter!(
-        "tally_connections_closed_total",
-        "Connections the server closed on a client that stalled or idled, by listener and reason \
-         (header_timeout, idle_timeout, write_timeout, drain)"
-    );
-    describe_counter!(
-        "tally_accept_errors_total",
-        "Errors accepting a connection (such as EMFILE), after each of which the listener pauses"
-    );
-    describe_counter!(
-        "tally_rate_limited_total",
-        "Requests answered 429 by the per-client rate limit"
-    );
+    for &(name, kind, help) in CATALOGUE {
+        match kind {
+            Kind::Counter => describe_counter!(name, help),
+            Kind::Gauge => describe_gauge!(name, help),
+            Kind::Histogram if name.ends_with("_seconds") => {
+                describe_histogram!(name, Unit::Seconds, help)
+            }
+            Kind::Histogram => describe_histogram!(name, help),
+        }
+    }
 }
 
 /// Series handles are looked up in the registry once per (route, method, status) and thread,

@@ -79,7 +79,7 @@ impl From<StoreError> for ApiError {
             StoreError::Full => {
                 tracing::warn!(kind = "full", "store full: a write was refused");
                 // No Retry-After: retrying soon will not help, and a storm of retries would
-                // only add load. Existing counters keep counting (see store::redis::counters).
+                // only add load. Existing counters keep counting (see counters::redis).
                 Self::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     "the store is full and takes no new data (new ids, messages, jobs, \

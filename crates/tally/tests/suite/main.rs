@@ -6,6 +6,7 @@
 mod support;
 
 mod browser;
+mod catalogue;
 mod check;
 mod counters;
 mod failures;

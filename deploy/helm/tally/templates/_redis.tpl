@@ -77,6 +77,8 @@ mount and volume. The password files come from the chart's Redis Secret or exter
 - name: TALLY_DURABILITY
   value: {{ .Values.durability | quote }}
 {{- end }}
+- name: TALLY_KEY_NAMESPACE
+  value: {{ .Values.keyNamespace | quote }}
 {{- end -}}
 
 {{- define "tally.redisClient.volumeMount" -}}
