@@ -49,6 +49,15 @@ pub enum StoreError {
     Full,
 }
 
+/// An Idempotency-Key with a minute's window, for the stores' unit tests.
+#[cfg(test)]
+pub(crate) fn test_key(key: &str) -> Option<Idempotency<'_>> {
+    Some(Idempotency {
+        key,
+        ttl: Duration::from_secs(60),
+    })
+}
+
 /// Why the store is unavailable; also the `kind` label of `tally_store_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::limits::ListenerArgs;
+use super::limits::{ListenerArgs, RateLimitArgs};
 
 /// The deadline, log format and connection limits of `serve`, `web` and `worker`.
 #[derive(Args, Debug, Clone)]
@@ -20,6 +20,22 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub listener: ListenerArgs,
+}
+
+/// Flags of the subcommands that serve clients (`serve`, `web`): readiness, the drain and the
+/// rate limit.
+#[derive(Args, Debug, Clone)]
+pub struct ServingArgs {
+    /// How often readiness checks its dependency (the store for serve, the API for web);
+    /// probes read the cached result.
+    #[arg(long, env = "TALLY_READINESS_INTERVAL", default_value = "1s", value_parser = positive_duration)]
+    pub readiness_interval: Duration,
+
+    #[command(flatten)]
+    pub drain: Drain,
+
+    #[command(flatten)]
+    pub rate_limit: RateLimitArgs,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-pub use self::common::{positive_duration, CommonArgs, Drain, FibArgs, LogFormat};
+pub use self::common::{positive_duration, CommonArgs, Drain, FibArgs, LogFormat, ServingArgs};
 pub use self::limits::{Limits, ListenerArgs, ListenerLimits, RateLimit, RateLimitArgs};
 pub use self::redis::{
     Durability, DurabilityFlag, RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig,
@@ -64,21 +64,14 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_IDEMPOTENCY_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub idempotency_ttl: Duration,
 
-    /// How often readiness pings the store (probes read the cached result).
-    #[arg(long, env = "TALLY_READINESS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub readiness_interval: Duration,
-
-    #[command(flatten)]
-    pub drain: Drain,
-
     #[command(flatten)]
     pub common: CommonArgs,
 
     #[command(flatten)]
-    pub fib: FibArgs,
+    pub serving: ServingArgs,
 
     #[command(flatten)]
-    pub rate_limit: RateLimitArgs,
+    pub fib: FibArgs,
 }
 
 /// Postgres connection settings. The URL is kept as a secret: it may carry a password.
@@ -131,9 +124,6 @@ impl ServeConfig {
         if args.idempotency_ttl < Duration::from_secs(1) {
             anyhow::bail!("TALLY_IDEMPOTENCY_TTL must be at least 1s");
         }
-        if args.readiness_interval.is_zero() {
-            anyhow::bail!("TALLY_READINESS_INTERVAL must be greater than zero");
-        }
         let store = StoreConfig::resolve(&args.redis, env)?;
         let request_timeout = args.common.request_timeout;
         let durability = resolve_durability(&args.redis, &store, request_timeout)?;
@@ -160,10 +150,10 @@ impl ServeConfig {
             fib_max_index: args.fib.fib_max_index,
             request_timeout,
             idempotency_ttl: args.idempotency_ttl,
-            readiness_interval: args.readiness_interval,
-            drain: args.drain,
+            readiness_interval: args.serving.readiness_interval,
+            drain: args.serving.drain,
             limits: args.common.listener.limits(request_timeout)?,
-            rate_limit: args.rate_limit.resolve()?,
+            rate_limit: args.serving.rate_limit.resolve()?,
         })
     }
 }

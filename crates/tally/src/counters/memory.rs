@@ -113,12 +113,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn idem(key: &str) -> Option<Idempotency<'_>> {
-        Some(Idempotency {
-            key,
-            ttl: Duration::from_secs(60),
-        })
-    }
+    use crate::store::test_key as idem;
 
     #[test]
     fn counts_up_per_id() {

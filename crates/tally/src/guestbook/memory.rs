@@ -125,14 +125,8 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    fn idem(key: &str) -> Option<Idempotency<'_>> {
-        Some(Idempotency {
-            key,
-            ttl: Duration::from_secs(60),
-        })
-    }
+    use crate::store::test_key as idem;
 
     #[test]
     fn messages_are_ordered_trimmed_and_idempotent() {

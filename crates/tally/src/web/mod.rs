@@ -8,7 +8,6 @@ mod routes;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -17,7 +16,7 @@ use tokio::net::TcpListener;
 use crate::app::admin::{self, AdminState};
 use crate::app::health::Health;
 use crate::app::lifecycle::{serve_until, Listeners};
-use crate::config::{CommonArgs, Drain, ListenerLimits, RateLimit, RateLimitArgs};
+use crate::config::{CommonArgs, ListenerLimits, RateLimit, ServingArgs};
 
 pub use self::api::{redact, ApiClient};
 
@@ -36,18 +35,11 @@ pub struct WebArgs {
     #[arg(long, env = "TALLY_API_URL")]
     pub api_url: Option<String>,
 
-    /// How often readiness probes the API.
-    #[arg(long, env = "TALLY_READINESS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub readiness_interval: Duration,
-
-    #[command(flatten)]
-    pub drain: Drain,
-
     #[command(flatten)]
     pub common: CommonArgs,
 
     #[command(flatten)]
-    pub rate_limit: RateLimitArgs,
+    pub serving: ServingArgs,
 }
 
 impl WebArgs {
@@ -85,7 +77,7 @@ pub struct WebServer {
 impl WebServer {
     pub async fn bind(args: WebArgs, api_url: &str) -> anyhow::Result<Self> {
         let limits = args.common.listener.limits(args.common.request_timeout)?;
-        let rate_limit = args.rate_limit.resolve()?;
+        let rate_limit = args.serving.rate_limit.resolve()?;
         let (public, admin) = crate::app::lifecycle::bind(args.listen, args.admin_listen).await?;
         let api = ApiClient::new(api_url, args.common.request_timeout)?;
         Ok(Self {
@@ -112,7 +104,7 @@ impl WebServer {
     ) -> anyhow::Result<()> {
         let health = Health::new("api", "tally_api_up");
         let probe_api = self.api.clone();
-        let watcher = health.spawn_watch(self.args.readiness_interval, move || {
+        let watcher = health.spawn_watch(self.args.serving.readiness_interval, move || {
             let api = probe_api.clone();
             async move { api.ping().await }
         });
@@ -129,7 +121,7 @@ impl WebServer {
             // The proxy appends the visitor's address to X-Forwarded-For.
             peer_address: true,
         };
-        let drain = self.args.drain;
+        let drain = self.args.serving.drain;
         let result = serve_until(listeners, health, drain, shutdown).await;
         watcher.abort();
         result

@@ -122,15 +122,7 @@ async fn the_proxy_serves_the_api_and_counters_from_one_address() {
             .starts_with("text/css")
             && css.contains("body")
     );
-    assert_eq!(
-        web.client
-            .get(format!("{}/readyz", web.admin))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(web.admin_status("/readyz").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,24 +144,8 @@ async fn with_the_api_down_the_page_still_renders_with_503() {
     assert_eq!(status, 503);
     assert!(body.contains("the API is unavailable"), "{body}");
     assert!(!body.to_lowercase().contains("internal"), "{body}");
-    assert_eq!(
-        web.client
-            .get(format!("{}/readyz", web.admin))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
-    assert_eq!(
-        web.client
-            .get(format!("{}/healthz", web.admin))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(web.admin_status("/readyz").await, 503);
+    assert_eq!(web.admin_status("/healthz").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

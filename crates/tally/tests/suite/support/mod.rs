@@ -92,6 +92,16 @@ pub fn test_config() -> ServeConfig {
     }
 }
 
+/// The status of a GET of `url`; 0 when nothing answers.
+pub async fn status(client: &reqwest::Client, url: String) -> u16 {
+    client
+        .get(url)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
 /// Runs each named `async fn(Backend)` as two tests: on the memory store and on Redis.
 #[macro_export]
 macro_rules! on_every_store {
@@ -223,12 +233,7 @@ impl TestApp {
     }
 
     pub async fn admin_status(&self, path: &str) -> u16 {
-        self.client
-            .get(format!("{}{path}", self.admin))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
+        status(&self.client, format!("{}{path}", self.admin)).await
     }
 
     /// Polls `/readyz` until it answers `want`.

@@ -19,11 +19,6 @@ impl Web {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             api_url: Some(api_url.to_owned()),
-            readiness_interval: Duration::from_millis(100),
-            drain: tally::config::Drain {
-                delay: Duration::ZERO,
-                timeout: Duration::from_secs(5),
-            },
             common: tally::config::CommonArgs {
                 request_timeout: Duration::from_millis(800),
                 log_format: None,
@@ -34,7 +29,14 @@ impl Web {
                     admin_max_connections: 64,
                 },
             },
-            rate_limit: Default::default(),
+            serving: tally::config::ServingArgs {
+                readiness_interval: Duration::from_millis(100),
+                drain: tally::config::Drain {
+                    delay: Duration::ZERO,
+                    timeout: Duration::from_secs(5),
+                },
+                rate_limit: Default::default(),
+            },
         };
         let server = WebServer::bind(args, api_url).await.unwrap();
         let (base, admin) = (
@@ -67,6 +69,11 @@ impl Web {
             .unwrap();
         let (status, headers) = (r.status().as_u16(), r.headers().clone());
         (status, r.text().await.unwrap(), headers)
+    }
+
+    /// The status of a GET on the admin listener; 0 when it does not answer.
+    pub async fn admin_status(&self, path: &str) -> u16 {
+        super::status(&self.client, format!("{}{path}", self.admin)).await
     }
 
     pub async fn form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
