@@ -2,6 +2,7 @@
 //! memory store or on Redis (standalone or behind Sentinel). An ambiguous failure (the command
 //! may or may not have run) is reported as unavailable, never retried blindly.
 
+mod id;
 mod memory;
 mod redis;
 mod routes;
@@ -9,8 +10,9 @@ mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::id::{CounterId, InvalidId, MAX_ID_BYTES};
 pub use self::memory::MemoryCounters;
-pub use self::routes::{routes, validate_id, MAX_ID_BYTES};
+pub use self::routes::routes;
 
 use crate::redis::RedisClient;
 use crate::store::{Idempotency, StoreError};
@@ -43,21 +45,21 @@ impl Counters {
     /// Atomically adds one to the counter `id` and returns the new value, all within `deadline`.
     pub async fn incr(
         &self,
-        id: &str,
+        id: &CounterId,
         idem: Option<Idempotency<'_>>,
         deadline: Duration,
     ) -> Result<Incremented, StoreError> {
         match self {
-            Self::Memory(m) => m.incr(id, idem),
-            Self::Redis(r) => r.incr(id, idem, deadline).await,
+            Self::Memory(m) => m.incr(id.as_str(), idem),
+            Self::Redis(r) => r.incr(id.as_str(), idem, deadline).await,
         }
     }
 
     /// The counter's current value; 0 when it was never incremented.
-    pub async fn get(&self, id: &str, deadline: Duration) -> Result<i64, StoreError> {
+    pub async fn get(&self, id: &CounterId, deadline: Duration) -> Result<i64, StoreError> {
         match self {
-            Self::Memory(m) => Ok(m.get(id)),
-            Self::Redis(r) => r.get(id, deadline).await,
+            Self::Memory(m) => Ok(m.get(id.as_str())),
+            Self::Redis(r) => r.get(id.as_str(), deadline).await,
         }
     }
 

@@ -103,7 +103,7 @@ async fn index(
 ) -> Response {
     let counter_id = query
         .get("counter")
-        .filter(|id| crate::counters::validate_id(id).is_ok())
+        .filter(|id| crate::counters::CounterId::parse(id).is_ok())
         .cloned()
         .unwrap_or_else(|| DEFAULT_COUNTER.to_owned());
     page(&api, counter_id, Problem::None).await
@@ -209,8 +209,8 @@ async fn increment(
         .get("id")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
-    if let Err(why) = crate::counters::validate_id(&id) {
-        let problem = Problem::Counter(why, StatusCode::BAD_REQUEST);
+    if let Err(why) = crate::counters::CounterId::parse(&id) {
+        let problem = Problem::Counter(why.to_string(), StatusCode::BAD_REQUEST);
         return page(&api, DEFAULT_COUNTER.to_owned(), problem).await;
     }
     match api.increment(&id).await {
