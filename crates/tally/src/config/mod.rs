@@ -2,6 +2,7 @@
 //! the original Go service's variables as a fallback (drop-in replacement), secrets from files.
 
 mod common;
+mod durability;
 mod limits;
 mod redis;
 pub(crate) mod secret;
@@ -13,10 +14,9 @@ use std::time::Duration;
 use clap::Args;
 
 pub use self::common::{positive_duration, CommonArgs, Drain, FibArgs, LogFormat, ServingArgs};
+pub use self::durability::{resolve_durability, Durability, DurabilityFlag};
 pub use self::limits::{Limits, ListenerArgs, ListenerLimits, RateLimit, RateLimitArgs};
-pub use self::redis::{
-    Durability, DurabilityFlag, RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig,
-};
+pub use self::redis::{RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig};
 pub use self::secret::Secret;
 
 /// Every flag of `tally serve`; each one can also be set by the environment variable it names.
@@ -155,36 +155,6 @@ impl ServeConfig {
             limits: args.common.listener.limits(request_timeout)?,
             rate_limit: args.serving.rate_limit.resolve()?,
         })
-    }
-}
-
-pub fn resolve_durability(
-    args: &RedisArgs,
-    store: &StoreConfig,
-    request_timeout: Duration,
-) -> anyhow::Result<Durability> {
-    let sentinel = matches!(store, StoreConfig::Sentinel(_));
-    let mode = args.durability.unwrap_or(if sentinel {
-        DurabilityFlag::Replicated
-    } else {
-        DurabilityFlag::Async
-    });
-    match mode {
-        DurabilityFlag::Async => Ok(Durability::Async),
-        DurabilityFlag::Replicated if matches!(store, StoreConfig::Memory) => {
-            anyhow::bail!("TALLY_DURABILITY=replicated needs Redis (TALLY_REDIS_URL or TALLY_REDIS_SENTINELS)")
-        }
-        DurabilityFlag::Replicated => {
-            if args.wait_timeout.is_zero() || args.wait_timeout >= request_timeout {
-                anyhow::bail!(
-                    "TALLY_WAIT_TIMEOUT must be above zero and below TALLY_REQUEST_TIMEOUT"
-                );
-            }
-            Ok(Durability::Replicated {
-                replicas: args.wait_replicas,
-                timeout: args.wait_timeout,
-            })
-        }
     }
 }
 

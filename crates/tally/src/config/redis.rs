@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+use super::durability::DurabilityFlag;
 
 use super::secret::{secret_from, Secret};
 
@@ -78,22 +80,6 @@ pub struct RedisArgs {
     /// silently. Without it tally refuses such a store: 503, and /readyz not ready.
     #[arg(long, env = "TALLY_ALLOW_EVICTION")]
     pub allow_eviction: bool,
-}
-
-/// The value of `TALLY_DURABILITY`; with the WAIT flags it resolves to a [`Durability`].
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DurabilityFlag {
-    Replicated,
-    Async,
-}
-
-/// How increments are acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// At once, when the master has applied the increment. A failover can lose it.
-    Async,
-    /// After `replicas` replicas confirmed it, waiting at most `timeout`.
-    Replicated { replicas: u32, timeout: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -374,115 +360,5 @@ fn key_namespace(text: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        redis: RedisArgs,
-    }
-
-    fn store(
-        flags: &[&str],
-        env: &'static [(&'static str, &'static str)],
-    ) -> anyhow::Result<StoreConfig> {
-        let mut argv = vec!["tally"];
-        argv.extend_from_slice(flags);
-        let args = Cli::try_parse_from(argv).unwrap().redis;
-        StoreConfig::resolve(&args, &|k| {
-            env.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        })
-    }
-
-    #[test]
-    fn url_with_credentials_is_parsed_and_redacted() {
-        let StoreConfig::Redis(t) =
-            store(&["--redis-url", "redis://app:p%40ss@cache:6380/3"], &[]).unwrap()
-        else {
-            panic!("expected standalone redis")
-        };
-        assert_eq!((t.host.as_str(), t.port, t.auth.db), ("cache", 6380, 3));
-        assert_eq!(t.auth.username.as_deref(), Some("app"));
-        assert_eq!(t.auth.password.as_ref().unwrap().expose(), "p@ss");
-        let shown = t.to_string();
-        assert_eq!(shown, "redis://app:<redacted>@cache:6380/3");
-        assert!(!format!("{t:?}").contains("p@ss"));
-    }
-
-    #[test]
-    fn explicit_password_overrides_the_url() {
-        let StoreConfig::Redis(t) = store(
-            &["--redis-url", "rediss://:old@h", "--redis-password", "new"],
-            &[],
-        )
-        .unwrap() else {
-            panic!()
-        };
-        assert!(t.tls);
-        assert_eq!(t.auth.password.unwrap().expose(), "new");
-    }
-
-    #[test]
-    fn bad_urls_are_rejected_without_echoing_them() {
-        for bad in ["http://x", "redis://:secretpw@h/abc", "not a url secretpw"] {
-            let err = store(&["--redis-url", bad], &[]).unwrap_err().to_string();
-            assert!(!err.contains("secretpw"), "{err}");
-        }
-    }
-
-    #[test]
-    fn legacy_variables_select_redis() {
-        let env = &[
-            ("REDIS_HOST", "redis"),
-            ("REDIS_PORT", "6380"),
-            ("REDIS_PASSWORD", "pw"),
-            ("REDIS_DB", "2"),
-        ];
-        let StoreConfig::Redis(t) = store(&[], env).unwrap() else {
-            panic!()
-        };
-        assert_eq!((t.host.as_str(), t.port, t.auth.db), ("redis", 6380, 2));
-        assert_eq!(t.auth.password.unwrap().expose(), "pw");
-    }
-
-    #[test]
-    fn sentinels_parse_with_default_port_and_ipv6() {
-        let StoreConfig::Sentinel(t) = store(
-            &[
-                "--redis-sentinels",
-                "s1:26380,s2,[::1]:26381",
-                "--sentinel-password",
-                "sp",
-            ],
-            &[],
-        )
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            t.sentinels,
-            vec![
-                ("s1".into(), 26380),
-                ("s2".into(), 26379),
-                ("::1".into(), 26381)
-            ]
-        );
-        assert_eq!(t.master_name, "mymaster");
-        assert!(!StoreConfig::Sentinel(t).to_string().contains("sp "));
-        assert!(store(&["--redis-sentinels", "s1:x"], &[]).is_err());
-        assert!(store(
-            &["--redis-sentinels", "s1", "--redis-url", "redis://h"],
-            &[]
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn nothing_configured_means_memory() {
-        assert!(matches!(store(&[], &[]).unwrap(), StoreConfig::Memory));
-    }
-}
+#[path = "redis_tests.rs"]
+mod tests;

@@ -10,6 +10,7 @@
 
 mod body;
 mod conn;
+mod watchdog;
 
 use std::io;
 use std::net::SocketAddr;
