@@ -1,7 +1,8 @@
 //! The one Redis client every feature uses: a connection source (standalone or behind Sentinel),
 //! error classification, replicated durability (WAIT), and the key space. Features add their
 //! commands in their own folders (`counters/redis.rs`, `guestbook/redis.rs`, `fib/queue.rs`) on
-//! top of `RedisClient::run`, which owns the exactly-once rules below.
+//! top of `RedisClient::run`, which owns the exactly-once rules below and hands each command a
+//! `Connection` (the topology seam, `connection.rs`).
 //!
 //! All requests share one multiplexed connection, which pipelines concurrent commands (a
 //! connection per request would cost a round trip and a socket each). The connection is
@@ -18,10 +19,12 @@ use redis::aio::MultiplexedConnection;
 use tokio::time::{timeout_at, Instant};
 
 mod client;
+mod connection;
 mod keys;
 mod replication;
 mod sentinel;
 
+pub use self::connection::Connection;
 pub use self::keys::{FibKeys, KeySpace, DEFAULT_COUNTER_PREFIX, DEFAULT_NAMESPACE};
 
 use self::client::check_eviction_policy;
@@ -169,7 +172,7 @@ impl RedisClient {
         op: F,
     ) -> Result<T, StoreError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let started = std::time::Instant::now();
@@ -206,7 +209,7 @@ impl RedisClient {
 
     async fn attempt<T, F, Fut>(&self, until: Instant, write: bool, op: &F) -> Result<T, StoreError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let (conn, generation, committer) = self.connection(until).await?;
@@ -216,7 +219,7 @@ impl RedisClient {
                 format!("{what} within the request deadline"),
             )
         };
-        let mut outcome = match timeout_at(until, op(conn)).await {
+        let mut outcome = match timeout_at(until, op(Connection::Single(conn))).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(&e)),
             Err(_) => Err(timed_out("no reply")),
