@@ -93,22 +93,26 @@ start_sentinel() {
   PIDS+=("$!")
 }
 
-rcli() { local p=$1; shift; REDISCLI_AUTH=$PASSWORD timeout 3 redis-cli -h 127.0.0.1 -p "$p" "$@" 2>/dev/null; }
-role() { rcli "$(rport "$1")" ROLE | head -n1; }
-# master named by sentinel I, as a redis port number
-sentinel_master() { rcli "$(sport "$1")" SENTINEL get-master-addr-by-name mymaster | sed -n 2p; }
+# The master and role predicates are the chart's (redis-lib.sh), calling redis-cli as its
+# scripts do: by host:port, with the password in the environment, bounded by CLI_TIMEOUT.
+# shellcheck source=deploy/helm/tally/files/redis-lib.sh
+. "$FILES/redis-lib.sh"
+MASTER_NAME=mymaster CLI_TIMEOUT=3 REDIS_CLI=redis-cli
+REDIS_PASSWORD=$PASSWORD SENTINEL_PASSWORD=$PASSWORD
+rnode() { echo "127.0.0.1:$(rport "$1")"; }
+snode() { echo "127.0.0.1:$(sport "$1")"; }
+rcli() { local p=$1; shift; cli "$PASSWORD" "127.0.0.1:$p" "$@" 2>/dev/null; }
+role() { role_of "$(rnode "$1")"; }
 master_node() { # the node index that all three sentinels name, empty when they do not agree
-  local a b c
-  a=$(sentinel_master 0); b=$(sentinel_master 1); c=$(sentinel_master 2)
-  if [ -n "$a" ] && [ "$a" = "$b" ] && [ "$b" = "$c" ]; then echo $((a - BASE)); fi
+  local m
+  m=$(sentinels_master 3)
+  if [ -n "$m" ]; then echo $((${m##*:} - BASE)); fi
 }
 knows_replicas() { # knows_replicas I: sentinel I lists two replicas of the master
   [ "$(rcli "$(sport "$1")" SENTINEL master mymaster | awk 'p { print; exit } $0 == "num-slaves" { p = 1 }')" = 2 ]
 }
-link_up() { rcli "$(rport "$1")" INFO replication | tr -d '\r' | grep -q '^master_link_status:up'; }
 replica_of() { # replica_of I M: node I is a replica of node M with its link up
-  [ "$(role "$1")" = slave ] && link_up "$1" \
-    && [ "$(rcli "$(rport "$1")" ROLE | sed -n 3p)" = "$(rport "$2")" ]
+  replica_link_up "$(rnode "$1")" && [ "$(rcli "$(rport "$1")" ROLE | sed -n 3p)" = "$(rport "$2")" ]
 }
 every_sentinel_logged() { # every_sentinel_logged TEXT: each sentinel's start log has TEXT
   local i
@@ -229,7 +233,7 @@ S=$(((M2 + 1) % 3))
 kill -9 "${SENTINEL_PID[$S]}"
 wait "${SENTINEL_PID[$S]}" 2>/dev/null || true
 start_sentinel "$S"
-wait_for 20 "restarted sentinel $S names the current master" eval '[ "$(sentinel_master "$S")" = "$(rport "$M2")" ]'
+wait_for 20 "restarted sentinel $S names the current master" eval '[ "$(sentinel_master_of "$(snode "$S")")" = "$(rnode "$M2")" ]'
 check "restarted sentinel asked the others" \
   grep -q "sentinels name master 127.0.0.1:$(rport "$M2")" "$T/n$S/sentinel.log"
 O=$(((S + 1) % 3))

@@ -2,7 +2,9 @@
 # shellcheck disable=SC2034 # variables set here are used by the scripts that source this file
 # Common functions of tally's Redis / Sentinel scripts (start-redis.sh, start-sentinel.sh,
 # prestop-redis.sh, probe.sh). POSIX sh: runs in the official redis / valkey images (Debian or
-# Alpine). Sourced, not executed.
+# Alpine). Sourced, not executed; sourcing only defines functions and constants (lib_init reads
+# the environment). The HA harness and scripts/test-redis-scripts.sh source it too, for the
+# master and role predicates, so that they judge a group as the chart's scripts do.
 #
 # The scripts are parametrised by the environment only, so the same files run in the Helm chart
 # (one pod = a `redis` and a `sentinel` container), in a compose stack (one "pod" = two containers
@@ -178,6 +180,9 @@ cli() {
     with_timeout "$REDIS_CLI" -h "$(host_of "$_hp")" -p "$(port_of "$_hp")" "$@"
   fi
 }
+# redis_cli / sentinel_cli NODE ARGS...: the seam every function below reaches a node through
+# (announce_tail aside). NODE is host:port here; a script that reaches the nodes another way
+# (the harness: docker exec, NODE an ordinal) redefines both after sourcing this file.
 redis_cli() { cli "$REDIS_PASSWORD" "$@"; }
 sentinel_cli() { cli "$SENTINEL_PASSWORD" "$@"; }
 
@@ -193,12 +198,13 @@ sentinel_master_of() {
   return 0
 }
 
-# sentinels_master: the master named by the most sentinels (a majority when they agree), empty
-# when no sentinel knows one
+# sentinels_master [MIN]: the master named by the most sentinels, if at least MIN (default 1)
+# of them name it; empty when none does. A sentinel that does not answer names none. The
+# scripts take any (a majority when they agree); the harness wants a majority, the test all.
 sentinels_master() {
   for _s in $SENTINEL_NODES; do
     sentinel_master_of "$_s"
-  done | sort | uniq -c | sort -rn | awk 'NR == 1 { print $2 }'
+  done | sort | uniq -c | sort -rn | awk -v min="${1:-1}" 'NR == 1 && $1 >= min { print $2 }'
 }
 
 # sentinel_views: one line per sentinel that answers within FENCE_CLI_TIMEOUT seconds (default 1):
@@ -231,6 +237,13 @@ role_of() {
   redis_cli "$1" ROLE 2>/dev/null | sed -n 1p
 }
 
+# replica_link_up REDIS: REDIS is a replica whose link to its master is up (what the harness and
+# the script test wait for after a fault)
+replica_link_up() {
+  _li=$(redis_cli "$1" INFO replication 2>/dev/null) || return 1
+  [ "$(info_field "$_li" role)" = slave ] && [ "$(info_field "$_li" master_link_status)" = up ]
+}
+
 # redis_master: the Redis node that says it is a master, empty if none. Should two say so (an
 # old master cut off from the others), the one with more replicas, then the newer data (clock).
 redis_master() {
@@ -244,7 +257,7 @@ redis_master() {
 # discover_master: the current master as host:port: what the sentinels say; if no sentinel knows
 # one, a Redis node that is master; empty when neither (a new group: the caller bootstraps node 0)
 discover_master() {
-  _m=$(sentinels_master)
+  _m=$(sentinels_master 1)
   if [ -n "$_m" ]; then
     log "sentinels name master $_m"
     printf '%s\n' "$_m"
