@@ -62,13 +62,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .limits(args.common.request_timeout)?
         .admin;
     let name = args.name.clone().unwrap_or_else(default_name);
-    tracing::info!(consumer = %name, store = %store_config, durability = ?durability, "starting tally worker");
     // Two connections: blocking reads would hold up every other command on a shared one.
     let keys = KeySpace::new(&args.redis.key_namespace, DEFAULT_COUNTER_PREFIX);
     let connect = || RedisClient::from_config(&store_config, keys.clone(), durability);
     let (Some(reader), Some(writer)) = (connect(), connect()) else {
         anyhow::bail!("tally worker needs Redis: set TALLY_REDIS_URL or TALLY_REDIS_SENTINELS");
     };
+    tracing::info!(consumer = %name, store = %store_config, durability = ?durability, "starting tally worker");
 
     let health = Health::new("store", "tally_store_up");
     let pinged = writer.clone();
