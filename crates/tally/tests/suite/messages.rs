@@ -227,3 +227,56 @@ async fn concurrent_posts_are_all_listed_once_in_acknowledgement_order(backend: 
         );
     }
 }
+
+/// Two releases on one Redis with different namespaces and prefixes share no data: not the
+/// guestbook, not counters, not idempotency records. The default namespace writes the keys
+/// earlier versions wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_namespaces_keep_two_releases_on_one_redis_apart() {
+    use crate::support::redis::{RedisProcess, PASSWORD};
+    use tally::config::{RedisTarget, StoreConfig};
+
+    let redis = RedisProcess::server("");
+    let url = redis.url(PASSWORD);
+    let green = TestApp::on_redis(&url).await;
+    let mut config = crate::support::test_config();
+    config.store = StoreConfig::Redis(RedisTarget::parse_url(&url).unwrap());
+    config.key_namespace = "blue".into();
+    config.key_prefix = "blue:count:".into();
+    let blue = TestApp::spawn(config).await;
+
+    post_text(&green, "from green").await;
+    let keyed = |app: &TestApp, key: &'static str| {
+        app.client
+            .get(format!("{}/shared-id", app.base))
+            .header("idempotency-key", key)
+            .send()
+    };
+    let first: Value = keyed(&green, "k1").await.unwrap().json().await.unwrap();
+    let other: Value = keyed(&blue, "k1").await.unwrap().json().await.unwrap();
+    // The same Idempotency-Key in the other release is a new request, on its own counter.
+    assert_eq!(
+        (first["count"].as_i64(), other["count"].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert!(all_messages(&blue).await.is_empty());
+    assert_eq!(all_messages(&green).await.len(), 1);
+
+    let mut keys: Vec<String> = redis
+        .cli(&["--scan"])
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "blue:count:shared-id",
+            "blue:idem:counter:k1",
+            "count:shared-id",
+            "tally:idem:counter:k1",
+            "tally:messages",
+        ]
+    );
+}
