@@ -110,3 +110,16 @@ fn sentinels_parse_with_default_port_and_ipv6() {
 fn nothing_configured_means_memory() {
     assert!(matches!(store(&[], &[]).unwrap(), StoreConfig::Memory));
 }
+
+#[test]
+fn a_key_namespace_is_visible_ascii_without_braces() {
+    let namespace = |value: &str| {
+        Cli::try_parse_from(["tally", "--key-namespace", value]).map(|c| c.redis.key_namespace)
+    };
+    assert_eq!(namespace("blue-release").unwrap(), "blue-release");
+    for bad in ["", "a b", "{tag}", "tally}", "ü", &"x".repeat(65)] {
+        assert!(namespace(bad).is_err(), "{bad:?}");
+    }
+    let default = Cli::try_parse_from(["tally"]).unwrap().redis.key_namespace;
+    assert_eq!(default, "tally");
+}
