@@ -63,7 +63,10 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     ("http_request_duration_seconds", Kind::Histogram, "Time from request to response, by route template and method"),
     ("tally_store_command_duration_seconds", Kind::Histogram, "Store command latency including connection setup, by command"),
     ("tally_store_errors_total", Kind::Counter, "Failed store commands, by command and error kind"),
-    ("tally_store_retries_total", Kind::Counter, "Store commands sent again because the first try certainly did not run (READONLY)"),
+    ("tally_store_retries_total", Kind::Counter, "Store commands sent again because the first try certainly did not run (READONLY; in Cluster mode also MOVED, ASK, TRYAGAIN, CLUSTERDOWN)"),
+    ("tally_cluster_shards", Kind::Gauge, "Cluster mode: masters in the slot map (state=known) and those that answered the last readiness ping (state=up)"),
+    ("tally_cluster_shard_commands_total", Kind::Counter, "Cluster mode: store commands by shard (its first slot) and outcome (ok, error)"),
+    ("tally_cluster_redirects_total", Kind::Counter, "Cluster mode: redirects followed, by kind (moved, ask, later: TRYAGAIN or CLUSTERDOWN)"),
     ("tally_store_connections_total", Kind::Counter, "Store connections opened (each replaces a dropped one)"),
     ("tally_store_up", Kind::Gauge, "1 when the last readiness ping of the store succeeded, else 0"),
     ("tally_api_up", Kind::Gauge, "tally web: 1 when the last probe of the API succeeded, else 0"),
@@ -228,6 +231,22 @@ pub fn store_command(command: &'static str, elapsed: Duration, failure: Option<&
 
 pub fn store_retry(command: &'static str) {
     counter!("tally_store_retries_total", "command" => command).increment(1);
+}
+
+pub fn cluster_shards(known: usize, up: usize) {
+    gauge!("tally_cluster_shards", "state" => "known").set(known as f64);
+    gauge!("tally_cluster_shards", "state" => "up").set(up as f64);
+}
+
+/// `shard` is the shard's first slot: bounded by the number of shards, stable over failovers.
+pub fn cluster_shard_command(shard: u16, ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    counter!("tally_cluster_shard_commands_total", "shard" => shard.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+pub fn cluster_redirect(kind: &'static str) {
+    counter!("tally_cluster_redirects_total", "kind" => kind).increment(1);
 }
 
 pub fn store_connected() {

@@ -86,6 +86,12 @@ pub enum Unavailable {
     /// The server cannot write its disk (`MISCONF`: a failed snapshot or AOF write) and refuses
     /// writes until it can. The command did not run.
     Disk,
+    /// Cluster mode: the slot has another master (MOVED), or is migrating (ASK) and a redirect
+    /// was followed too often within the deadline. The command did not run.
+    Redirect,
+    /// Cluster mode: the cluster cannot serve the slot (CLUSTERDOWN), or the keys of a migrating
+    /// slot are split (TRYAGAIN). The command did not run.
+    ClusterDown,
 }
 
 impl Unavailable {
@@ -102,6 +108,8 @@ impl Unavailable {
             Self::Server => "server",
             Self::Config => "config",
             Self::Disk => "disk",
+            Self::Redirect => "redirect",
+            Self::ClusterDown => "cluster_down",
         }
     }
 }
@@ -129,7 +137,9 @@ impl StoreError {
                 kind: Unavailable::Connect
                     | Unavailable::NoMaster
                     | Unavailable::ReadOnly
-                    | Unavailable::Config,
+                    | Unavailable::Config
+                    | Unavailable::Redirect
+                    | Unavailable::ClusterDown,
                 ..
             }
         )

@@ -27,7 +27,8 @@ pub fn resolve_durability(
     store: &StoreConfig,
     request_timeout: Duration,
 ) -> anyhow::Result<Durability> {
-    let sentinel = matches!(store, StoreConfig::Sentinel(_));
+    // Both fail over to a replica, which may not have an increment acknowledged at once.
+    let sentinel = matches!(store, StoreConfig::Sentinel(_) | StoreConfig::Cluster(_));
     let mode = args.durability.unwrap_or(if sentinel {
         DurabilityFlag::Replicated
     } else {

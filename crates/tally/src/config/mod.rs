@@ -16,7 +16,7 @@ use clap::Args;
 pub use self::common::{positive_duration, CommonArgs, Drain, FibArgs, LogFormat, ServingArgs};
 pub use self::durability::{resolve_durability, Durability, DurabilityFlag};
 pub use self::limits::{Limits, ListenerArgs, ListenerLimits, RateLimit, RateLimitArgs};
-pub use self::redis::{RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig};
+pub use self::redis::{ClusterTarget, RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig};
 pub use self::secret::Secret;
 
 /// Every flag of `tally serve`; each one can also be set by the environment variable it names.
@@ -127,6 +127,10 @@ impl ServeConfig {
         let store = StoreConfig::resolve(&args.redis, env)?;
         let request_timeout = args.common.request_timeout;
         let durability = resolve_durability(&args.redis, &store, request_timeout)?;
+        if matches!(store, StoreConfig::Cluster(_)) && args.key_prefix.contains(['{', '}']) {
+            // Counter keys carry the id as their hash tag; a brace in the prefix would move it.
+            anyhow::bail!("TALLY_KEY_PREFIX must not contain braces in Cluster mode");
+        }
         Ok(Self {
             listen,
             admin_listen,

@@ -24,6 +24,15 @@ pub struct RedisArgs {
     #[arg(long, env = "TALLY_REDIS_SENTINELS", value_delimiter = ',')]
     pub redis_sentinels: Vec<String>,
 
+    /// Redis Cluster mode: comma-separated host:port list of seed nodes (any nodes of the
+    /// cluster; tally reads the slot map from them and follows it).
+    #[arg(long, env = "TALLY_REDIS_CLUSTER", value_delimiter = ',')]
+    pub redis_cluster: Vec<String>,
+
+    /// Cluster mode: connect to the nodes with TLS.
+    #[arg(long, env = "TALLY_REDIS_CLUSTER_TLS")]
+    pub redis_cluster_tls: bool,
+
     /// The master name the sentinels monitor.
     #[arg(long, env = "TALLY_REDIS_MASTER_NAME", default_value = "mymaster")]
     pub redis_master_name: String,
@@ -59,7 +68,7 @@ pub struct RedisArgs {
 
     /// When an increment is acknowledged: `replicated` waits (WAIT) until --wait-replicas
     /// replicas have it, so a failover cannot discard it; `async` answers at once.
-    /// [default: replicated in Sentinel mode, async otherwise]
+    /// [default: replicated in Sentinel and Cluster mode, async otherwise]
     #[arg(long, env = "TALLY_DURABILITY")]
     pub durability: Option<DurabilityFlag>,
 
@@ -88,6 +97,7 @@ pub enum StoreConfig {
     Memory,
     Redis(RedisTarget),
     Sentinel(SentinelTarget),
+    Cluster(ClusterTarget),
 }
 
 /// Credentials and database shared by the standalone and Sentinel modes.
@@ -120,6 +130,17 @@ pub struct SentinelTarget {
     pub allow_eviction: bool,
 }
 
+/// A Redis Cluster, found through its seed nodes.
+#[derive(Debug, Clone)]
+pub struct ClusterTarget {
+    pub nodes: Vec<(String, u16)>,
+    pub tls: bool,
+    /// Credentials; a cluster has database 0 only.
+    pub auth: RedisAuth,
+    /// Accept masters whose maxmemory-policy can evict counters.
+    pub allow_eviction: bool,
+}
+
 impl StoreConfig {
     pub fn resolve(args: &RedisArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let password = secret_from(
@@ -133,6 +154,32 @@ impl StoreConfig {
                 .map(Secret::new)
         });
         let username = args.redis_username.clone().filter(|u| !u.is_empty());
+
+        if !args.redis_cluster.is_empty() {
+            if args.redis_url.is_some() || !args.redis_sentinels.is_empty() {
+                anyhow::bail!(
+                    "set one of TALLY_REDIS_URL, TALLY_REDIS_SENTINELS and TALLY_REDIS_CLUSTER"
+                );
+            }
+            if args.redis_db.is_some_and(|db| db != 0) {
+                anyhow::bail!("Redis Cluster has database 0 only; unset TALLY_REDIS_DB");
+            }
+            let nodes = args
+                .redis_cluster
+                .iter()
+                .map(|s| parse_host_port(s, 6379))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            return Ok(Self::Cluster(ClusterTarget {
+                nodes,
+                tls: args.redis_cluster_tls,
+                auth: RedisAuth {
+                    username,
+                    password,
+                    db: 0,
+                },
+                allow_eviction: args.allow_eviction,
+            }));
+        }
 
         if !args.redis_sentinels.is_empty() {
             if args.redis_url.is_some() {
@@ -334,6 +381,20 @@ impl fmt::Display for StoreConfig {
                         "none"
                     },
                     if t.sentinel_password.is_some() {
+                        "<redacted>"
+                    } else {
+                        "none"
+                    },
+                )
+            }
+            Self::Cluster(t) => {
+                let list: Vec<String> = t.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                write!(
+                    f,
+                    "cluster nodes={} tls={} password={}",
+                    list.join(","),
+                    t.tls,
+                    if t.auth.password.is_some() {
                         "<redacted>"
                     } else {
                         "none"

@@ -53,7 +53,7 @@ impl RedisClient {
             let started = std::time::Instant::now();
             let mut cmd = redis::cmd("INCR");
             cmd.arg(&counter);
-            let count = match self.query("incr", true, deadline, cmd).await {
+            let count = match self.query("incr", &counter, true, deadline, cmd).await {
                 // Refused before it ran: only a new id needs room (see INCR_EXISTING).
                 Err(StoreError::Full) => {
                     let left = deadline.saturating_sub(started.elapsed());
@@ -77,10 +77,11 @@ impl RedisClient {
         idem: Idempotency<'_>,
         deadline: Duration,
     ) -> Result<Incremented, StoreError> {
-        let record = self.keys().idempotency("counter", idem.key);
+        let record = self.keys().counter_record(id, idem.key);
         let (id_owned, ttl) = (id.to_owned(), idem.ttl.as_secs().max(1));
+        let route = counter.clone();
         let (count, first_id, replayed): (i64, String, i64) = self
-            .run("incr_idempotent", true, deadline, move |mut c| {
+            .run("incr_idempotent", &route, true, deadline, move |mut c| {
                 let (counter, record, id) = (counter.clone(), record.clone(), id_owned.clone());
                 async move {
                     let mut call = INCR_IDEMPOTENT.key(counter);
@@ -99,8 +100,9 @@ impl RedisClient {
     }
 
     async fn incr_existing(&self, counter: String, deadline: Duration) -> Result<i64, StoreError> {
+        let route = counter.clone();
         let count: Option<i64> = self
-            .run("incr_existing", true, deadline, move |mut c| {
+            .run("incr_existing", &route, true, deadline, move |mut c| {
                 let counter = counter.clone();
                 async move { INCR_EXISTING.key(counter).invoke_async(&mut c).await }
             })
@@ -110,8 +112,9 @@ impl RedisClient {
 
     pub async fn get(&self, id: &str, deadline: Duration) -> Result<i64, StoreError> {
         let mut cmd = redis::cmd("GET");
-        cmd.arg(self.keys().counter(id));
-        let value: Option<String> = self.query("get", false, deadline, cmd).await?;
+        let counter = self.keys().counter(id);
+        cmd.arg(&counter);
+        let value: Option<String> = self.query("get", &counter, false, deadline, cmd).await?;
         match value {
             None => Ok(0),
             Some(v) => v.parse().map_err(|_| StoreError::NotACounter),

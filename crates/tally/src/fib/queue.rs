@@ -76,7 +76,7 @@ impl RedisClient {
             .arg("0")
             .arg("MKSTREAM")
             .to_owned();
-        match self.query::<()>("xgroup_create", true, deadline, cmd).await {
+        match self.query::<()>("xgroup_create", &self.keys().fib().jobs, true, deadline, cmd).await {
             Err(StoreError::Unavailable { detail, .. }) if detail.contains("BUSYGROUP") => Ok(()),
             other => other,
         }
@@ -93,7 +93,7 @@ impl RedisClient {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        self.run("enqueue_fib", true, deadline, move |mut c| async move {
+        self.run("enqueue_fib", &self.keys().fib().jobs, true, deadline, move |mut c| async move {
             let mut call = ENQUEUE.key(&keys.requested);
             call.key(&keys.jobs)
                 .arg(index)
@@ -114,7 +114,7 @@ impl RedisClient {
         pipe.hget(&keys.values, index)
             .hexists(&keys.requested, index);
         let (value, requested): (Option<String>, bool) = self
-            .run("fib_status", false, deadline, move |mut c| {
+            .run("fib_status", &self.keys().fib().jobs, false, deadline, move |mut c| {
                 let pipe = pipe.clone();
                 async move { pipe.query_async(&mut c).await }
             })
@@ -139,7 +139,7 @@ impl RedisClient {
             .arg(offset)
             .arg(offset + limit.max(1) - 1)
             .to_owned();
-        let indexes: Vec<u32> = self.query("fib_done", false, deadline, cmd).await?;
+        let indexes: Vec<u32> = self.query("fib_done", &self.keys().fib().jobs, false, deadline, cmd).await?;
         if indexes.is_empty() {
             return Ok(Vec::new());
         }
@@ -147,7 +147,7 @@ impl RedisClient {
             .arg(&keys.values)
             .arg(&indexes)
             .to_owned();
-        let values: Vec<Option<String>> = self.query("fib_values", false, deadline, cmd).await?;
+        let values: Vec<Option<String>> = self.query("fib_values", &self.keys().fib().jobs, false, deadline, cmd).await?;
         Ok(indexes
             .into_iter()
             .zip(values)
@@ -179,7 +179,7 @@ impl RedisClient {
         // XREADGROUP moves entries into the pending list, but WAIT is not needed for it: a job
         // lost from that list in a failover is still in the stream and is reclaimed.
         let reply: Option<Vec<(String, Vec<Entry>)>> = self
-            .query("xreadgroup", false, deadline + block, cmd)
+            .query("xreadgroup", &keys.jobs, false, deadline + block, cmd)
             .await?;
         Ok(reply
             .unwrap_or_default()
@@ -209,7 +209,7 @@ impl RedisClient {
             .arg(count)
             .to_owned();
         let (_, entries, _deleted): (String, Vec<Entry>, Vec<String>) =
-            self.query("xautoclaim", false, deadline, cmd).await?;
+            self.query("xautoclaim", &self.keys().fib().jobs, false, deadline, cmd).await?;
         let mut jobs = Vec::with_capacity(entries.len());
         for entry in entries {
             let job = to_job(entry);
@@ -228,7 +228,7 @@ impl RedisClient {
             .arg(1)
             .to_owned();
         let rows: Vec<(String, String, u64, u64)> =
-            self.query("xpending", false, deadline, cmd).await?;
+            self.query("xpending", &self.keys().fib().jobs, false, deadline, cmd).await?;
         Ok(rows.first().map_or(0, |r| r.3))
     }
 
@@ -241,7 +241,7 @@ impl RedisClient {
     ) -> Result<(), StoreError> {
         let keys = self.keys().fib();
         let entry = job.entry.clone();
-        self.run("complete_job", true, deadline, move |mut c| {
+        self.run("complete_job", &self.keys().fib().jobs, true, deadline, move |mut c| {
             let (entry, value) = (entry.clone(), value.clone());
             async move {
                 let mut call = COMPLETE.key(&keys.values);
@@ -269,7 +269,7 @@ impl RedisClient {
             job.index.clone().unwrap_or_default(),
             error.to_owned(),
         );
-        self.run("bury_job", true, deadline, move |mut c| {
+        self.run("bury_job", &self.keys().fib().jobs, true, deadline, move |mut c| {
             let (entry, index, error) = (entry.clone(), index.clone(), error.clone());
             async move {
                 let mut call = BURY.key(&keys.dead);
@@ -291,7 +291,7 @@ impl RedisClient {
         let keys = self.keys().fib();
         let cmd = redis::cmd("XINFO").arg("GROUPS").arg(&keys.jobs).to_owned();
         let groups: Vec<std::collections::HashMap<String, redis::Value>> =
-            self.query("xinfo", false, deadline, cmd).await?;
+            self.query("xinfo", &self.keys().fib().jobs, false, deadline, cmd).await?;
         let group = groups
             .iter()
             .find(|g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n == FibKeys::GROUP.as_bytes()))

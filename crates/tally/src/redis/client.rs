@@ -74,6 +74,12 @@ pub(crate) fn classify(e: &RedisError) -> StoreError {
             }
             (ErrorKind::Server(ServerErrorKind::BusyLoading), _) => Unavailable::Loading,
             (ErrorKind::Server(ServerErrorKind::MasterDown), _) => Unavailable::NoMaster,
+            (ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask), _) => {
+                Unavailable::Redirect
+            }
+            (ErrorKind::Server(ServerErrorKind::ClusterDown | ServerErrorKind::TryAgain), _) => {
+                Unavailable::ClusterDown
+            }
             (_, Some("NOREPLICAS")) => Unavailable::NoReplicas,
             // maxmemory reached under noeviction: refused before it ran.
             (_, Some("OOM")) => return StoreError::Full,

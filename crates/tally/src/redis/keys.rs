@@ -4,6 +4,12 @@
 //! that share one Redis and set different namespaces and prefixes never touch each other's data.
 //! The defaults give the keys earlier versions wrote, so existing data stays readable.
 //!
+//! In Cluster mode (`clustered`) every key that one command touches carries the same hash tag,
+//! so the command's keys share a slot and CROSSSLOT cannot happen: a counter and its
+//! idempotency records are tagged with the id, the guestbook's stream and its records with the
+//! stream's name, and every job key with `<namespace>:fib`. Cluster keys therefore differ from
+//! the standalone ones (`count:{a}` for `count:a`); a new cluster starts empty.
+//!
 //! Outside this file: the start scripts' election clock, `tally:redis:clock` in database 15,
 //! which is the Redis group's own and never in the application's database.
 
@@ -15,6 +21,8 @@ pub struct KeySpace {
     messages: String,
     message_retention: u64,
     fib: FibKeys,
+    /// Hash-tagged layout for Redis Cluster.
+    cluster: bool,
 }
 
 /// The job system's keys, built once (they are used on every job command).
@@ -57,6 +65,31 @@ impl KeySpace {
                 requested: format!("{namespace}:fib:requested"),
                 dead: format!("{namespace}:fib:dead"),
             },
+            cluster: false,
+        }
+    }
+
+    /// The Redis Cluster layout (see the module's text). Namespaces cannot hold braces (their
+    /// parser refuses them) and neither can the counter prefix in Cluster mode, so the first
+    /// brace of every key is ours.
+    pub fn clustered(self) -> Self {
+        let ns = &self.namespace;
+        let tag = format!("{{{ns}:fib}}");
+        let messages = match hash_tag(&self.messages) {
+            Some(_) => self.messages.clone(),
+            None => format!("{{{}}}", self.messages),
+        };
+        Self {
+            messages,
+            fib: FibKeys {
+                jobs: format!("{tag}:jobs"),
+                values: format!("{tag}:values"),
+                done: format!("{tag}:done"),
+                requested: format!("{tag}:requested"),
+                dead: format!("{tag}:dead"),
+            },
+            cluster: true,
+            ..self
         }
     }
 
@@ -71,16 +104,38 @@ impl KeySpace {
     }
 
     pub fn counter(&self, id: &str) -> String {
-        let mut key = String::with_capacity(self.counter_prefix.len() + id.len());
+        let mut key = String::with_capacity(self.counter_prefix.len() + id.len() + 2);
         key.push_str(&self.counter_prefix);
-        key.push_str(id);
+        if self.cluster {
+            key.push('{');
+            push_tag(&mut key, id);
+            key.push('}');
+        } else {
+            key.push_str(id);
+        }
         key
     }
 
-    /// Idempotency records live apart from counters and messages, one namespace per operation,
-    /// so a key can never answer for another kind of request.
-    pub fn idempotency(&self, operation: &str, key: &str) -> String {
-        format!("{}:idem:{operation}:{key}", self.namespace)
+    /// The idempotency record of an increment of `id`. Records live apart from counters and
+    /// messages, one namespace per operation, so a key can never answer for another kind of
+    /// request. In Cluster mode the record shares the counter's slot, so it is per id too: a key
+    /// reused for another id is a new request there, not a conflict.
+    pub fn counter_record(&self, id: &str, key: &str) -> String {
+        if self.cluster {
+            let mut tag = String::with_capacity(id.len());
+            push_tag(&mut tag, id);
+            format!("{}:idem:counter:{{{tag}}}:{key}", self.namespace)
+        } else {
+            format!("{}:idem:counter:{key}", self.namespace)
+        }
+    }
+
+    /// The idempotency record of a post, in the stream's slot in Cluster mode.
+    pub fn message_record(&self, key: &str) -> String {
+        match hash_tag(&self.messages).filter(|_| self.cluster) {
+            Some(tag) => format!("{}:idem:message:{{{tag}}}:{key}", self.namespace),
+            None => format!("{}:idem:message:{key}", self.namespace),
+        }
     }
 
     /// The stream holding guestbook messages.
@@ -98,6 +153,22 @@ impl KeySpace {
     }
 }
 
+/// Appends `id` so that it can stand between braces as a hash tag: `}` (which would end the tag
+/// early) and `%` (so the escape stays unambiguous) are percent-encoded; ids are never empty.
+fn push_tag(key: &mut String, id: &str) {
+    for c in id.chars() {
+        match c {
+            '}' => key.push_str("%7D"),
+            '%' => key.push_str("%25"),
+            c => key.push(c),
+        }
+    }
+}
+
+fn hash_tag(key: &str) -> Option<&str> {
+    super::slots::hash_tag(key.as_bytes()).and_then(|t| std::str::from_utf8(t).ok())
+}
+
 impl Default for KeySpace {
     fn default() -> Self {
         Self::new(DEFAULT_NAMESPACE, DEFAULT_COUNTER_PREFIX)
@@ -113,7 +184,8 @@ mod tests {
         let keys = KeySpace::default();
         assert_eq!(keys.counter("a"), "count:a");
         assert_eq!(keys.messages(), "tally:messages");
-        assert_eq!(keys.idempotency("counter", "k"), "tally:idem:counter:k");
+        assert_eq!(keys.counter_record("a", "k"), "tally:idem:counter:k");
+        assert_eq!(keys.message_record("k"), "tally:idem:message:k");
         let fib = keys.fib();
         let all = [&fib.jobs, &fib.values, &fib.done, &fib.requested, &fib.dead];
         assert_eq!(
@@ -133,9 +205,43 @@ mod tests {
         let keys = KeySpace::new("blue", "blue:count:").with_messages(None, 5);
         assert_eq!(keys.counter("a"), "blue:count:a");
         assert_eq!(keys.messages(), "blue:messages");
-        assert_eq!(keys.idempotency("message", "k"), "blue:idem:message:k");
+        assert_eq!(keys.message_record("k"), "blue:idem:message:k");
         assert_eq!(keys.fib().jobs, "blue:fib:jobs");
         let explicit = KeySpace::default().with_messages(Some("guestbook".into()), 5);
         assert_eq!(explicit.messages(), "guestbook");
+    }
+
+    /// Every key one command touches shares a slot, whatever the id or the client's key: the
+    /// property that makes CROSSSLOT impossible by construction.
+    #[test]
+    fn in_cluster_mode_each_commands_keys_share_one_slot() {
+        use crate::redis::slots::slot;
+        let same = |keys: &[&str]| {
+            let slots: Vec<u16> = keys.iter().map(|k| slot(k.as_bytes())).collect();
+            assert!(slots.windows(2).all(|w| w[0] == w[1]), "{keys:?} -> {slots:?}");
+        };
+        for messages in [None, Some("guestbook".to_owned()), Some("x{tag}y".to_owned())] {
+            let keys = KeySpace::new("ns", "count:").with_messages(messages, 5).clustered();
+            for id in ["a", "}", "}x{", "{", "%7D", "a}b", "ünï", "{a}", "x".repeat(256).as_str()] {
+                for client_key in ["k", "{other}", "}", ""] {
+                    same(&[&keys.counter(id), &keys.counter_record(id, client_key)]);
+                }
+            }
+            for client_key in ["k", "{other}"] {
+                same(&[keys.messages(), &keys.message_record(client_key)]);
+            }
+            let fib = keys.fib();
+            same(&[&fib.jobs, &fib.values, &fib.done, &fib.requested, &fib.dead]);
+        }
+        // Distinct ids keep distinct keys, escapes included.
+        let keys = KeySpace::default().clustered();
+        assert_eq!(keys.counter("a"), "count:{a}");
+        assert_ne!(keys.counter("}"), keys.counter("%7D"));
+        assert_eq!(keys.fib().jobs, "{tally:fib}:jobs");
+        assert_eq!(keys.messages(), "{tally:messages}");
+        // Ids spread over the slots.
+        let slots: std::collections::HashSet<u16> =
+            (0..1000).map(|i| slot(keys.counter(&i.to_string()).as_bytes())).collect();
+        assert!(slots.len() > 900, "{}", slots.len());
     }
 }

@@ -11,18 +11,20 @@
 //! unknown is never re-sent; only a command that certainly did not run (READONLY) is retried.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use tokio::time::{timeout_at, Instant};
 
 mod client;
+mod cluster;
 mod connection;
 mod keys;
+mod link;
 mod replication;
 mod sentinel;
+pub mod slots;
 
 pub use self::connection::Connection;
 pub use self::keys::{FibKeys, KeySpace, DEFAULT_COUNTER_PREFIX, DEFAULT_NAMESPACE};
@@ -30,13 +32,12 @@ pub use self::keys::{FibKeys, KeySpace, DEFAULT_COUNTER_PREFIX, DEFAULT_NAMESPAC
 use self::client::check_eviction_policy;
 pub(crate) use self::client::{classify, connect, connection_info};
 
-use self::replication::Committer;
+use self::cluster::{Cluster, Redirect};
+use self::link::Link;
 use self::sentinel::SentinelResolver;
-use crate::config::{Durability, RedisTarget, SentinelTarget, StoreConfig};
+use crate::config::{ClusterTarget, Durability, RedisTarget, SentinelTarget, StoreConfig};
 use crate::store::{StoreError, Unavailable};
 
-/// After a failed connect, requests fail fast for this long instead of each one dialling.
-const CONNECT_BACKOFF: Duration = Duration::from_millis(200);
 /// Between tries to reach the new master after READONLY: sentinels name it within a moment.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -48,6 +49,7 @@ pub struct RedisClient {
 enum Source {
     Standalone(redis::ConnectionInfo),
     Sentinel(SentinelResolver),
+    Cluster(Cluster),
 }
 
 struct Inner {
@@ -56,21 +58,9 @@ struct Inner {
     durability: Durability,
     /// Accept a server whose maxmemory-policy can evict counters (checked on every connection).
     allow_eviction: bool,
-    live: Mutex<Option<Live>>,
-    /// Serialises connection attempts so a burst of requests opens one connection, not many.
-    connecting: tokio::sync::Mutex<Option<(Instant, StoreError)>>,
-    generation: AtomicU64,
+    /// The one master's connection (standalone and Sentinel; Cluster keeps one per shard).
+    link: Link,
 }
-
-struct Live {
-    conn: MultiplexedConnection,
-    generation: u64,
-    opened: Instant,
-    committer: Option<Committer>,
-}
-
-/// What one attempt runs on: the connection, its generation, its group-commit task.
-type Handle = (MultiplexedConnection, u64, Option<Committer>);
 
 impl RedisClient {
     pub fn standalone(target: &RedisTarget, keys: KeySpace, durability: Durability) -> Self {
@@ -89,11 +79,18 @@ impl RedisClient {
         if let Source::Sentinel(resolver) = &store.inner.source {
             resolver.watch_switches(Arc::new(move || {
                 if let Some(inner) = weak.upgrade() {
-                    (RedisClient { inner }).invalidate_any("sentinels announced a new master");
+                    inner.link.invalidate_any("sentinels announced a new master");
                 }
             }));
         }
         store
+    }
+
+    /// Redis Cluster mode: keys are laid out with hash tags (`KeySpace::clustered`), so every
+    /// command's keys share one slot.
+    pub fn cluster(target: &ClusterTarget, keys: KeySpace, durability: Durability) -> Self {
+        let source = Source::Cluster(Cluster::new(target));
+        Self::with_source(source, keys.clustered(), durability, target.allow_eviction)
     }
 
     /// The client for a Redis configuration; None for the memory store. Must be called inside
@@ -107,6 +104,7 @@ impl RedisClient {
             StoreConfig::Memory => None,
             StoreConfig::Redis(target) => Some(Self::standalone(target, keys, durability)),
             StoreConfig::Sentinel(target) => Some(Self::sentinel(target, keys, durability)),
+            StoreConfig::Cluster(target) => Some(Self::cluster(target, keys, durability)),
         }
     }
 
@@ -116,15 +114,14 @@ impl RedisClient {
         durability: Durability,
         allow_eviction: bool,
     ) -> Self {
+        let kind = source.kind();
         Self {
             inner: Arc::new(Inner {
                 source,
                 keys,
                 durability,
                 allow_eviction,
-                live: Mutex::new(None),
-                connecting: tokio::sync::Mutex::new(None),
-                generation: AtomicU64::new(0),
+                link: Link::new(kind),
             }),
         }
     }
@@ -135,14 +132,16 @@ impl RedisClient {
     }
 
     pub fn kind(&self) -> &'static str {
-        match self.inner.source {
-            Source::Standalone(_) => "redis",
-            Source::Sentinel(_) => "sentinel",
-        }
+        self.inner.source.kind()
     }
 
+    /// Readiness: the store answers. In Cluster mode, any master answering is enough (see
+    /// `Cluster::ping`).
     pub async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
-        self.query("ping", false, deadline, redis::cmd("PING"))
+        if let Source::Cluster(cluster) = &self.inner.source {
+            return cluster.ping(self, deadline).await;
+        }
+        self.query("ping", "", false, deadline, redis::cmd("PING"))
             .await
     }
 
@@ -150,23 +149,26 @@ impl RedisClient {
     pub(crate) async fn query<T: redis::FromRedisValue>(
         &self,
         name: &'static str,
+        route: &str,
         write: bool,
         deadline: Duration,
         cmd: redis::Cmd,
     ) -> Result<T, StoreError> {
         let cmd = &cmd;
-        self.run(name, write, deadline, move |mut c| async move {
+        self.run(name, route, write, deadline, move |mut c| async move {
             cmd.query_async(&mut c).await
         })
         .await
     }
 
-    /// Runs one command on the current master within `deadline`, recording its latency and
-    /// errors. `op` may be called twice, but only when the first call certainly did not execute.
-    /// A `write` is acknowledged only once it is durable as configured.
+    /// Runs one command on the master that holds `route` (a key of the command; in Cluster mode
+    /// every key of it shares that key's slot) within `deadline`, recording its latency and
+    /// errors. `op` may be called again, but only when the call before certainly did not
+    /// execute. A `write` is acknowledged only once it is durable as configured.
     pub(crate) async fn run<T, F, Fut>(
         &self,
         name: &'static str,
+        route: &str,
         write: bool,
         deadline: Duration,
         op: F,
@@ -177,22 +179,42 @@ impl RedisClient {
     {
         let started = std::time::Instant::now();
         let until = Instant::now() + deadline;
-        let mut result = self.attempt(until, write, &op).await;
-        if matches!(
-            &result,
-            Err(StoreError::Unavailable {
-                kind: Unavailable::ReadOnly,
-                ..
-            })
-        ) {
+        let result = match &self.inner.source {
+            // Boxed: rare next to the single-master path, whose future stays small.
+            Source::Cluster(cluster) => {
+                Box::pin(cluster.run(self, name, route, until, write, &op)).await
+            }
+            _ => self.run_on_master(name, until, write, &op).await,
+        };
+        // Only failures of the store count: a conflict or an overflow is the client's.
+        let failure = result.as_ref().err().and_then(StoreError::failure_kind);
+        crate::metrics::store_command(name, started.elapsed(), failure);
+        result
+    }
+
+    async fn run_on_master<T, F, Fut>(
+        &self,
+        name: &'static str,
+        until: Instant,
+        write: bool,
+        op: &F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let link = &self.inner.link;
+        let open = || |budget| self.open_master(budget);
+        let mut result = self.attempt(link, open(), until, write, op, None).await;
+        if is_readonly(&result) {
             // READONLY: the server was demoted and refused before executing. Any connection
             // opened before now may lead to it (another request may have reconnected to it just
             // before the demotion), so drop it too; then try again until a connection reaches
             // the new master, while nothing has run and the deadline allows.
-            self.invalidate_opened_before(Instant::now());
+            link.invalidate_opened_before(Instant::now());
             loop {
                 crate::metrics::store_retry(name);
-                result = self.attempt(until, write, &op).await;
+                result = self.attempt(link, open(), until, write, op, None).await;
                 match &result {
                     Err(e) if e.not_executed() && Instant::now() + RETRY_PAUSE < until => {
                         tokio::time::sleep(RETRY_PAUSE).await;
@@ -201,27 +223,47 @@ impl RedisClient {
                 }
             }
         }
-        // Only failures of the store count: a conflict or an overflow is the client's.
-        let failure = result.as_ref().err().and_then(StoreError::failure_kind);
-        crate::metrics::store_command(name, started.elapsed(), failure);
         result
     }
 
-    async fn attempt<T, F, Fut>(&self, until: Instant, write: bool, op: &F) -> Result<T, StoreError>
+    /// One try on `link`'s connection. `redirect`, when given (Cluster mode), receives where a
+    /// MOVED, ASK, TRYAGAIN or CLUSTERDOWN answer points; the command did not run then.
+    async fn attempt<T, F, Fut, O, OFut>(
+        &self,
+        link: &Link,
+        open: O,
+        until: Instant,
+        write: bool,
+        op: &F,
+        redirect: Option<(&mut Option<Redirect>, bool)>,
+    ) -> Result<T, StoreError>
     where
         F: Fn(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
+        O: FnOnce(Duration) -> OFut,
+        OFut: Future<Output = Result<MultiplexedConnection, StoreError>>,
     {
-        let (conn, generation, committer) = self.connection(until).await?;
+        let (conn, generation, committer) =
+            link.handle(until, self.inner.durability, open).await?;
         let timed_out = |what: &str| {
             StoreError::unavailable(
                 Unavailable::Timeout,
                 format!("{what} within the request deadline"),
             )
         };
-        let mut outcome = match timeout_at(until, op(Connection::Single(conn))).await {
+        let (conn, redirect) = match redirect {
+            Some((out, true)) => (Connection::Asking(conn), Some(out)),
+            Some((out, false)) => (Connection::Single(conn), Some(out)),
+            None => (Connection::Single(conn), None),
+        };
+        let mut outcome = match timeout_at(until, op(conn)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Err(e)) => {
+                if let (Some(out), Some(to)) = (redirect, Redirect::from_error(&e)) {
+                    *out = Some(to);
+                }
+                Err(classify(&e))
+            }
             Err(_) => Err(timed_out("no reply")),
         };
         if let (Ok(_), Some(committer), true) = (&outcome, committer, write) {
@@ -240,121 +282,28 @@ impl RedisClient {
         if let Err(err) = &outcome {
             if self.drops_connection(err) {
                 // Gone, hung, demoted or cut off from its replicas: the next request starts afresh.
-                self.invalidate(generation);
+                link.invalidate(generation);
             }
         }
         outcome
     }
 
-    async fn connection(&self, until: Instant) -> Result<Handle, StoreError> {
-        match self.current() {
-            Some(live) => Ok(live),
-            // Boxed: connecting is rare and its future is large; inline, every request's
-            // future would carry (and move) its space.
-            None => Box::pin(self.reconnect(until)).await,
-        }
-    }
-
-    async fn reconnect(&self, until: Instant) -> Result<Handle, StoreError> {
-        let timed_out = || {
-            StoreError::unavailable(
-                Unavailable::Timeout,
-                "no connection within the request deadline",
-            )
-        };
-        let mut last_failure = timeout_at(until, self.inner.connecting.lock())
-            .await
-            .map_err(|_| timed_out())?;
-        if let Some(live) = self.current() {
-            return Ok(live);
-        }
-        if let Some((at, err)) = last_failure.as_ref() {
-            if at.elapsed() < CONNECT_BACKOFF {
-                return Err(err.clone());
-            }
-        }
-        let budget = until.saturating_duration_since(Instant::now());
-        let opened = match timeout_at(until, self.open(budget)).await {
-            Ok(r) => r,
-            Err(_) => Err(timed_out()),
-        };
-        match opened {
-            Ok(conn) => {
-                *last_failure = None;
-                let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                let committer = match self.inner.durability {
-                    Durability::Async => None,
-                    Durability::Replicated { replicas, timeout } => {
-                        Some(Committer::spawn(conn.clone(), replicas, timeout))
-                    }
-                };
-                let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
-                *live = Some(Live {
-                    conn: conn.clone(),
-                    generation,
-                    opened: Instant::now(),
-                    committer: committer.clone(),
-                });
-                crate::metrics::store_connected();
-                tracing::info!(store = self.kind(), generation, "connected to redis");
-                Ok((conn, generation, committer))
-            }
-            Err(err) => {
-                tracing::warn!(store = self.kind(), error = %err, "cannot connect to redis");
-                *last_failure = Some((Instant::now(), err.clone()));
-                Err(err)
-            }
-        }
-    }
-
-    async fn open(&self, budget: Duration) -> Result<MultiplexedConnection, StoreError> {
-        let mut conn = match &self.inner.source {
+    async fn open_master(&self, budget: Duration) -> Result<MultiplexedConnection, StoreError> {
+        let conn = match &self.inner.source {
             Source::Standalone(info) => connect(info, budget).await?,
             Source::Sentinel(resolver) => resolver.connect_master(budget).await?,
+            Source::Cluster(_) => unreachable!("Cluster mode opens shard links, not the master link"),
         };
-        // On every new connection, so a store replaced behind the same name is checked too.
+        self.checked(conn).await
+    }
+
+    /// Checked on every new connection, so a store replaced behind the same name is checked too.
+    async fn checked(
+        &self,
+        mut conn: MultiplexedConnection,
+    ) -> Result<MultiplexedConnection, StoreError> {
         check_eviction_policy(&mut conn, self.inner.allow_eviction).await?;
         Ok(conn)
-    }
-
-    fn current(&self) -> Option<Handle> {
-        let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.as_ref()
-            .map(|l| (l.conn.clone(), l.generation, l.committer.clone()))
-    }
-
-    /// Drops the connection if it is still the one that failed (a newer one may exist already).
-    fn invalidate(&self, generation: u64) {
-        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.as_ref().is_some_and(|l| l.generation == generation) {
-            *live = None;
-            tracing::info!(store = self.kind(), generation, "dropped redis connection");
-        }
-    }
-
-    /// Drops the current connection if it was opened before `at`.
-    fn invalidate_opened_before(&self, at: Instant) {
-        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = live.take_if(|l| l.opened < at) {
-            tracing::info!(
-                store = self.kind(),
-                generation = l.generation,
-                "dropped redis connection opened before a demotion was seen"
-            );
-        }
-    }
-
-    /// Drops whatever connection is current, e.g. when the sentinels announce a new master.
-    fn invalidate_any(&self, why: &str) {
-        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = live.take() {
-            tracing::info!(
-                store = self.kind(),
-                generation = l.generation,
-                why,
-                "dropped redis connection"
-            );
-        }
     }
 
     /// Errors after which this connection must not serve another request.
@@ -363,13 +312,37 @@ impl RedisClient {
             return false;
         };
         match kind {
-            // Too few replicas behind this master: in Sentinel mode it may have been cut off
-            // and replaced, so ask the sentinels again. Standalone has nowhere else to go.
-            Unavailable::NoReplicas => matches!(self.inner.source, Source::Sentinel(_)),
+            // Too few replicas behind this master: it may have been cut off and replaced, so
+            // look for the master again. Standalone has nowhere else to go.
+            Unavailable::NoReplicas => !matches!(self.inner.source, Source::Standalone(_)),
             // The connection is fine; in Sentinel mode the sentinels fail over away from a
-            // master whose disk fails (it answers PING with MISCONF too).
-            Unavailable::Server | Unavailable::Disk => false,
+            // master whose disk fails (it answers PING with MISCONF too). A redirect names
+            // another node, and this one still serves its other slots.
+            Unavailable::Server
+            | Unavailable::Disk
+            | Unavailable::Redirect
+            | Unavailable::ClusterDown => false,
             _ => true,
         }
     }
+}
+
+impl Source {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Standalone(_) => "redis",
+            Self::Sentinel(_) => "sentinel",
+            Self::Cluster(_) => "cluster",
+        }
+    }
+}
+
+fn is_readonly<T>(result: &Result<T, StoreError>) -> bool {
+    matches!(
+        result,
+        Err(StoreError::Unavailable {
+            kind: Unavailable::ReadOnly,
+            ..
+        })
+    )
 }
