@@ -77,6 +77,9 @@ impl RedisClient {
         idem: Idempotency<'_>,
         deadline: Duration,
     ) -> Result<Incremented, StoreError> {
+        if let Some(claim) = self.keys().counter_claim(idem.key) {
+            self.claim(claim, id, idem.ttl, deadline).await?;
+        }
         let record = self.keys().counter_record(id, idem.key);
         let (id_owned, ttl) = (id.to_owned(), idem.ttl.as_secs().max(1));
         let route = counter.clone();
@@ -97,6 +100,30 @@ impl RedisClient {
             count,
             replayed: replayed == 1,
         })
+    }
+
+    /// Cluster mode: ties the Idempotency-Key to `id` before the increment (`SET NX GET`), or
+    /// finds it tied to another id: a conflict, refused before anything counts. Tying it again
+    /// to the same id (a retry) changes nothing.
+    async fn claim(
+        &self,
+        claim: String,
+        id: &str,
+        ttl: Duration,
+        deadline: Duration,
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&claim)
+            .arg(id)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .arg("GET");
+        let owner: Option<String> = self.query("claim_idempotency", &claim, true, deadline, cmd).await?;
+        match owner {
+            Some(owner) if owner != id => Err(StoreError::IdempotencyConflict),
+            _ => Ok(()),
+        }
     }
 
     async fn incr_existing(&self, counter: String, deadline: Duration) -> Result<i64, StoreError> {

@@ -118,8 +118,8 @@ impl KeySpace {
 
     /// The idempotency record of an increment of `id`. Records live apart from counters and
     /// messages, one namespace per operation, so a key can never answer for another kind of
-    /// request. In Cluster mode the record shares the counter's slot, so it is per id too: a key
-    /// reused for another id is a new request there, not a conflict.
+    /// request. In Cluster mode the record shares the counter's slot, so it is per id too (and
+    /// `counter_claim` finds a key reused for another id).
     pub fn counter_record(&self, id: &str, key: &str) -> String {
         if self.cluster {
             let mut tag = String::with_capacity(id.len());
@@ -128,6 +128,14 @@ impl KeySpace {
         } else {
             format!("{}:idem:counter:{key}", self.namespace)
         }
+    }
+
+    /// Cluster mode: which id an Idempotency-Key was first used for. The record itself lives in
+    /// the counter's slot, so this claim (its own slot, written first) is what finds a key
+    /// reused for another id. None in standalone and Sentinel mode, where the record does that.
+    pub fn counter_claim(&self, key: &str) -> Option<String> {
+        self.cluster
+            .then(|| format!("{}:idem:counter-id:{key}", self.namespace))
     }
 
     /// The idempotency record of a post, in the stream's slot in Cluster mode.

@@ -1,6 +1,7 @@
 //! Test support: real Redis processes and the app, in-process on random ports or as the real
 //! binary. No mocks: every store test talks to a real `redis-server`.
 
+pub mod cluster;
 pub mod postgres;
 pub mod redis;
 pub mod web;
@@ -27,6 +28,8 @@ pub async fn get_text(client: &reqwest::Client, url: String) -> String {
 pub enum Backend {
     Memory,
     Redis,
+    /// Three masters without replicas: the contract on a sharded store.
+    Cluster,
 }
 
 /// The app on the chosen store; the Redis process lives as long as the fixture.
@@ -34,6 +37,7 @@ pub struct Fixture {
     pub app: TestApp,
     /// Held only to keep the Redis process alive for the fixture's lifetime.
     pub _redis: Option<redis::RedisProcess>,
+    pub _cluster: Option<cluster::ClusterSetup>,
 }
 
 pub async fn fixture(backend: Backend) -> Fixture {
@@ -41,13 +45,28 @@ pub async fn fixture(backend: Backend) -> Fixture {
         Backend::Memory => Fixture {
             app: TestApp::memory().await,
             _redis: None,
+            _cluster: None,
         },
+        Backend::Cluster => {
+            let cluster = cluster::ClusterSetup::start(3, 0, "");
+            let app = TestApp::spawn(ServeConfig {
+                store: cluster.store_config(),
+                ..test_config()
+            })
+            .await;
+            Fixture {
+                app,
+                _redis: None,
+                _cluster: Some(cluster),
+            }
+        }
         Backend::Redis => {
             let redis = redis::RedisProcess::server("");
             let app = TestApp::on_redis(&redis.url(redis::PASSWORD)).await;
             Fixture {
                 app,
                 _redis: Some(redis),
+                _cluster: None,
             }
         }
     }
@@ -102,7 +121,8 @@ pub async fn status(client: &reqwest::Client, url: String) -> u16 {
         .unwrap_or(0)
 }
 
-/// Runs each named `async fn(Backend)` as two tests: on the memory store and on Redis.
+/// Runs each named `async fn(Backend)` as three tests: on the memory store, on Redis, and on a
+/// Redis Cluster.
 #[macro_export]
 macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {
@@ -113,6 +133,10 @@ macro_rules! on_every_store {
         mod redis {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::Backend::Redis).await })*
+        }
+        mod cluster {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Cluster).await })*
         }
     };
 }
