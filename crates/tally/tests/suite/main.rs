@@ -8,6 +8,7 @@ mod support;
 mod browser;
 mod catalogue;
 mod check;
+mod cluster;
 mod counters;
 mod failures;
 mod hostile;
