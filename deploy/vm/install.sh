@@ -20,6 +20,12 @@
 #                         imported into k3s)
 #   --builder NAME        docker | nerdctl | buildah (default: the first one installed, else
 #                         buildah from the Ubuntu archive)
+#   --registry HOST:PORT  push the image (built, or --image) to this registry and install it by
+#                         digest, instead of importing it into k3s (also: TALLY_REGISTRY). A
+#                         registry on 127.0.0.1/localhost is plain HTTP and is added to k3s'
+#                         /etc/rancher/k3s/registries.yaml; others must serve HTTPS.
+#   --local-registry      run the distribution's docker-registry on 127.0.0.1:5000 (service
+#                         tally-registry, storage /var/lib/docker-registry), use it as --registry
 #   --dry-run             print the commands that would change the machine, change nothing
 # Environment: K3S_VERSION (e.g. v1.31.4+k3s1, default: k3s's stable channel), HELM_VERSION
 # (default v3.17.3), TIMEOUT (rollout wait, default 600s).
@@ -32,6 +38,9 @@ RELEASE=tally
 PORT=""
 IMAGE=""
 BUILDER=""
+REGISTRY=${TALLY_REGISTRY:-}
+LOCAL_REGISTRY=0
+DIGEST=""
 ACTION=install
 PURGE=0
 REMOVE_K3S=0
@@ -43,7 +52,7 @@ TIMEOUT=${TIMEOUT:-600s}
 KUBECONFIG=/etc/rancher/k3s/k3s.yaml
 export KUBECONFIG
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
 say() { printf '\n==> %s\n' "$*"; }
 die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 # run CMD...: a command that changes the machine; printed instead under --dry-run
@@ -74,6 +83,8 @@ while [ $# -gt 0 ]; do
     --port) PORT=${2:?--port needs a value}; shift ;;
     --image) IMAGE=${2:?--image needs REPO:TAG}; shift ;;
     --builder) BUILDER=${2:?--builder needs a value}; shift ;;
+    --registry) REGISTRY=${2:?--registry needs HOST:PORT}; shift ;;
+    --local-registry) LOCAL_REGISTRY=1 REGISTRY=127.0.0.1:5000 ;;
     --dry-run) DRY_RUN=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -171,15 +182,19 @@ pick_builder() {
 }
 
 build_image() {
-  if [ -n "$IMAGE" ]; then
+  if [ -n "$IMAGE" ] && [ -z "$REGISTRY" ]; then
     say "using the image $IMAGE (not building)"
     return 0
   fi
-  [ -f "$ROOT/Dockerfile" ] || die "no Dockerfile in $ROOT: pass --image REPO:TAG"
   pick_builder
+  [ -n "$IMAGE" ] || build_local
+  if [ -n "$REGISTRY" ]; then push_image; else import_image; fi
+}
+
+build_local() {
+  [ -f "$ROOT/Dockerfile" ] || die "no Dockerfile in $ROOT: pass --image REPO:TAG"
   say "building the tally image with $BUILDER"
-  local id archive
-  archive=$(mktemp --suffix=.tar)
+  local id
   case "$BUILDER" in
     docker)
       run docker build -t tally:build "$ROOT"
@@ -200,23 +215,107 @@ build_image() {
   # restart the pods; a changed build rolls them.
   id=${id#sha256:}
   IMAGE=tally:${id:0:12}
+  run "$BUILDER" tag tally:build "$IMAGE"
+}
+
+import_image() {
   say "importing $IMAGE into k3s"
+  local archive
+  archive=$(mktemp --suffix=.tar)
   case "$BUILDER" in
-    docker)
-      run docker tag tally:build "$IMAGE"
-      run docker save -o "$archive" "$IMAGE"
-      ;;
-    nerdctl)
-      run nerdctl tag tally:build "$IMAGE"
-      run nerdctl save -o "$archive" "$IMAGE"
-      ;;
+    docker | nerdctl) run "$BUILDER" save -o "$archive" "$IMAGE" ;;
     buildah)
       run rm -f "$archive"
-      run buildah push tally:build "docker-archive:$archive:$IMAGE"
+      run buildah push "$IMAGE" "docker-archive:$archive:$IMAGE"
       ;;
   esac
   run k3s ctr images import "$archive"
   rm -f "$archive"
+}
+
+# ----------------------------------------------------------------------------- registry
+registry_is_local() { case "$REGISTRY" in 127.0.0.1:* | localhost:*) return 0 ;; *) return 1 ;; esac; }
+
+# served_digest NAME TAG: the manifest digest a plain-HTTP (local) registry serves.
+served_digest() {
+  curl -fsI -H "Accept: application/vnd.docker.distribution.manifest.v2+json,application/vnd.oci.image.manifest.v1+json" \
+    "http://$REGISTRY/v2/$1/manifests/$2" | tr -d '\r' | awk 'tolower($1) == "docker-content-digest:" { print $2 }'
+}
+
+# push_image: IMAGE to REGISTRY/<name>:<tag>; the chart then runs it by digest (DIGEST).
+push_image() {
+  local name=${IMAGE%:*} tag=${IMAGE##*:} target digestfile tls=true
+  name=${name##*/}
+  target=$REGISTRY/$name:$tag
+  registry_is_local && tls=false
+  say "pushing $IMAGE to $target"
+  digestfile=$(mktemp)
+  case "$BUILDER" in
+    docker)
+      run docker tag "$IMAGE" "$target"
+      run docker push "$target"
+      query docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$target" \
+        | sed -n "s|^$REGISTRY/$name@||p" | head -n1 >"$digestfile"
+      ;;
+    nerdctl)
+      run nerdctl tag "$IMAGE" "$target"
+      run nerdctl push --insecure-registry="$([ "$tls" = false ] && echo true || echo false)" "$target"
+      if [ "$tls" = false ]; then query served_digest "$name" "$tag" >"$digestfile"; fi
+      ;;
+    buildah) run buildah push --tls-verify="$tls" --digestfile "$digestfile" "$IMAGE" "docker://$target" ;;
+  esac
+  DIGEST=$(cat "$digestfile")
+  rm -f "$digestfile"
+  if [ "$DRY_RUN" = 1 ]; then DIGEST=sha256:$(printf '%064d' 0); fi
+  [[ "$DIGEST" =~ ^sha256:[0-9a-f]{64}$ ]] || die "could not read the digest of $target (got '$DIGEST')"
+  if [ "$tls" = false ] && [ "$DRY_RUN" = 0 ]; then
+    local served
+    served=$(served_digest "$name" "$tag")
+    [ "$served" = "$DIGEST" ] || die "pushed digest $DIGEST, but the registry serves '$served'"
+  fi
+  echo "pushed $target, digest $DIGEST"
+  IMAGE=$target
+}
+
+# start_local_registry: docker-registry on 127.0.0.1:5000 as the service tally-registry. The
+# package's own service (all interfaces, htpasswd auth) is stopped: it would hold the port.
+start_local_registry() {
+  say "local registry on 127.0.0.1:5000 (service tally-registry)"
+  apt_install docker-registry curl
+  run systemctl disable --now docker-registry.service || true
+  [ "$DRY_RUN" = 1 ] && return 0
+  mkdir -p /etc/tally
+  printf '%s\n' 'version: 0.1' 'log: {level: warn}' 'http: {addr: "127.0.0.1:5000"}' \
+    'storage: {filesystem: {rootdirectory: /var/lib/docker-registry}, delete: {enabled: true}}' \
+    >/etc/tally/registry.yml
+  printf '%s\n' '[Unit]' 'Description=Container registry on 127.0.0.1:5000 (deploy/vm/install.sh)' \
+    'After=network.target' '' '[Service]' 'User=docker-registry' \
+    'ExecStart=/usr/bin/docker-registry serve /etc/tally/registry.yml' 'Restart=on-failure' '' \
+    '[Install]' 'WantedBy=multi-user.target' >/etc/systemd/system/tally-registry.service
+  systemctl daemon-reload
+  systemctl enable --now tally-registry.service
+  for _ in $(seq 1 30); do
+    curl -fs http://127.0.0.1:5000/v2/ >/dev/null && return 0
+    sleep 1
+  done
+  die "the registry on 127.0.0.1:5000 does not answer: journalctl -u tally-registry"
+}
+
+# k3s pulls from a plain-HTTP registry only when registries.yaml names it, and reads the file
+# when it starts.
+configure_k3s_registry() {
+  registry_is_local || return 0
+  local file=/etc/rancher/k3s/registries.yaml
+  if [ -f "$file" ]; then
+    grep -qF "\"$REGISTRY\"" "$file" && return 0
+    die "$file exists without \"$REGISTRY\": add it as a mirror with endpoint http://$REGISTRY, then run again"
+  fi
+  say "letting k3s pull from http://$REGISTRY ($file)"
+  run mkdir -p /etc/rancher/k3s
+  if [ "$DRY_RUN" = 0 ]; then
+    printf 'mirrors:\n  "%s":\n    endpoint:\n      - "http://%s"\n' "$REGISTRY" "$REGISTRY" >"$file"
+  fi
+  if command -v k3s >/dev/null 2>&1; then run systemctl restart k3s; fi
 }
 
 # ----------------------------------------------------------------------------- chart
@@ -241,7 +340,7 @@ install_chart() {
   say "helm upgrade --install $RELEASE (namespace $NAMESPACE, image $IMAGE, port $PORT)"
   run helm upgrade --install "$RELEASE" "$CHART" \
     --namespace "$NAMESPACE" --create-namespace \
-    --set image.repository="$repo" --set image.tag="$tag" \
+    --set image.repository="$repo" --set image.tag="$tag" --set image.digest="$DIGEST" \
     --set service.port="$PORT" \
     "${VALUES[@]}" \
     --wait --timeout "$TIMEOUT"
@@ -301,6 +400,8 @@ uninstall() {
 case "$ACTION" in
   install)
     check_os
+    if [ "$LOCAL_REGISTRY" = 1 ]; then start_local_registry; fi
+    if [ -n "$REGISTRY" ]; then configure_k3s_registry; fi
     install_k3s
     install_helm
     build_image
