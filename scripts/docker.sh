@@ -6,6 +6,8 @@
 #   scripts/docker.sh images    build the local stand-in base images (skipped when present)
 #   scripts/docker.sh build     build the tally image from ./Dockerfile with the stand-ins
 #   scripts/docker.sh smoke     up + images + build + image smoke test, then down
+#   scripts/docker.sh registry  up + images + build, push to a registry on 127.0.0.1, pull back
+#                               by digest, smoke-test the pulled image, then down (CI runs this)
 #   scripts/docker.sh down      stop the private dockerd and remove what it left behind
 #   scripts/docker.sh purge     down, then delete the image cache (data root)
 #   scripts/docker.sh env       print the exports that point a shell at the private dockerd
@@ -33,6 +35,8 @@
 DOCKER_SH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib.sh
 . "$DOCKER_SH_ROOT/scripts/lib.sh"
+# shellcheck source=scripts/docker-registry.sh
+. "$DOCKER_SH_ROOT/scripts/docker-registry.sh"
 
 TALLY_DOCKER_DATA=${TALLY_DOCKER_DATA:-${XDG_CACHE_HOME:-$HOME/.cache}/tally/docker}
 TALLY_DOCKER_RUN=${TALLY_DOCKER_RUN:-/tmp/tally-dockerd}
@@ -366,25 +370,30 @@ docker_main() {
     env) docker_env && echo "export DOCKER_HOST=$DOCKER_HOST DOCKER_BUILDKIT=1" ;;
     images) docker_up && build_standins ;;
     build) docker_up && build_standins && build_tally ;;
-    smoke)
+    smoke | registry)
       if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
         if [ "${CI:-}" = true ]; then echo "FAIL: the image smoke test needs root (CI=true)"; exit 1; fi
         echo "SKIP: the image smoke test needs root or sudo"
         exit 0
       fi
       local t0=$SECONDS
-      trap 'if [ "$DOCKERD_STARTED" = 1 ]; then docker_down; fi' EXIT
+      trap 'registry_down; if [ "$DOCKERD_STARTED" = 1 ]; then docker_down; fi' EXIT
       docker_up
       need_packages jq:jq curl:curl
       build_standins
       build_tally
-      smoke_test
-      dlog "smoke test done in $((SECONDS - t0))s"
+      if [ "$1" = registry ]; then
+        registry_up
+        registry_roundtrip
+      else
+        smoke_test
+      fi
+      dlog "$1 done in $((SECONDS - t0))s"
       ;;
     down) docker_env && docker_down ;;
     purge) docker_env && docker_down && as_root rm -rf "$TALLY_DOCKER_DATA" "$TALLY_DOCKER_RUN" ;;
     *)
-      sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
       exit 2
       ;;
   esac
