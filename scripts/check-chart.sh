@@ -290,7 +290,8 @@ checkov_plain() {
   out=$(cd "$ROOT" && "$CHECKOV" -d . --compact 2>&1) || rc=$?
   printf '%s\n' "$out" | grep -E 'scan results|^Passed checks' || true
   printf '%s\n' "$out" | grep -B1 -A1 'FAILED' || true
-  if ! printf '%s\n' "$out" | grep -q '^helm scan results'; then
+  # A match, not grep -q: grep leaving early would SIGPIPE printf and, with pipefail, look like no match.
+  if [[ $'\n'"$out" != *$'\n'"helm scan results"* ]]; then
     echo "checkov's helm framework did not run (is helm on PATH?)"
     return 1
   fi

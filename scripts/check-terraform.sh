@@ -64,7 +64,7 @@ checkov_terraform() {
   out=$(cd "$ROOT" && "$CHECKOV" -d deploy/terraform --framework terraform \
     --config-file "$ROOT/.checkov.yaml" --compact 2>&1) || rc=$?
   printf '%s\n' "$out" | sed -n '/scan results/,$p'
-  passed=$(printf '%s\n' "$out" | sed -n 's/^Passed checks: \([0-9]*\),.*/\1/p' | head -n 1)
+  passed=$(printf '%s\n' "$out" | sed -n 's/^Passed checks: \([0-9]*\),.*/\1/p' | awk 'NR == 1')
   if [ -z "$passed" ] || [ "$passed" -eq 0 ]; then
     echo "checkov ran no check on deploy/terraform: the custom checks did not load"
     return 1

@@ -106,7 +106,7 @@ registry_roundtrip() {
   fi
   "$DOCKER" pull -q "$ref@$pushed" >/dev/null
   pulled=$("$DOCKER" image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$ref@$pushed" \
-    | sed -n "s|^$ref@||p" | head -n 1)
+    | sed -n "s|^$ref@||p" | awk 'NR == 1')
   pulled_id=$("$DOCKER" image inspect -f '{{.Id}}' "$ref@$pushed")
   echo "pulled  $ref@$pushed  digest $pulled"
   [ "$pulled" = "$pushed" ] || { echo "FAIL  pulled digest $pulled, pushed $pushed"; return 1; }

@@ -255,7 +255,7 @@ push_image() {
       run docker tag "$IMAGE" "$target"
       run docker push "$target"
       query docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$target" \
-        | sed -n "s|^$REGISTRY/$name@||p" | head -n1 >"$digestfile"
+        | sed -n "s|^$REGISTRY/$name@||p" | awk 'NR == 1' >"$digestfile"
       ;;
     nerdctl)
       run nerdctl tag "$IMAGE" "$target"
