@@ -2,7 +2,7 @@
 //! range migrated, each under `tally check` load. Nothing acknowledged may be lost or counted
 //! twice, and ids on the shards that did not fail must keep being served.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,20 +36,25 @@ fn assert_exact(report: &serde_json::Value) {
     assert_eq!(report["passed"], true, "{report:#}");
 }
 
-/// Increments `id` in a loop until `stop`, counting answers other than 200.
-fn probe(app: &TestApp, id: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, u64)> {
+/// Increments `id` in a loop until `stop`; returns the successes and each failure (when, what).
+fn probe(
+    app: &TestApp,
+    id: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, Vec<(Duration, String)>)> {
     let (client, base) = (app.client.clone(), app.base.clone());
     tokio::spawn(async move {
-        let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
+        let started = Instant::now();
+        let (mut ok, mut failed) = (0, Vec::new());
         while !stop.load(Ordering::Relaxed) {
-            let status = client.get(format!("{base}/{id}")).send().await.map(|r| r.status());
-            match status {
-                Ok(s) if s == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                _ => failed.fetch_add(1, Ordering::Relaxed),
-            };
+            match client.get(format!("{base}/{id}")).send().await {
+                Ok(r) if r.status() == 200 => ok += 1,
+                Ok(r) => failed.push((started.elapsed(), r.text().await.unwrap_or_default())),
+                Err(e) => failed.push((started.elapsed(), e.to_string())),
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        (ok.into_inner(), failed.into_inner())
+        (ok, failed)
     })
 }
 
@@ -103,11 +108,20 @@ async fn a_killed_shard_master_loses_nothing_and_other_shards_keep_serving() {
     }
     let report = report(load).await;
     stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = elsewhere.await.unwrap();
+    let (ok, failures) = elsewhere.await.unwrap();
+    let failed = failures.len() as u64;
     eprintln!(
         "shard master killed: replica promoted after {promoted:?}, its ids served again after \
-         {victim_ok:?}; an id on another shard: {ok} ok, {failed} failed"
+         {victim_ok:?}; an id on another shard: {ok} ok, {failed} failed {failures:?}"
     );
+    let errors: Vec<String> = app
+        .metrics_text()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("tally_store_errors_total"))
+        .map(str::to_owned)
+        .collect();
+    eprintln!("{errors:#?}");
     assert_exact(&report);
     assert!(victim_ok.is_some(), "the killed shard's ids never came back");
     assert_eq!(failed, 0, "an id on a healthy shard failed {failed} times of {}", ok + failed);
