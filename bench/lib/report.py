@@ -18,6 +18,8 @@ LABELS = {
     "tally-memory": "tally, memory store",
     "tally-redis": "tally, Redis (async)",
     "tally-sentinel": "tally, Sentinel (replicated: WAIT 1)",
+    "tally-cluster-1": "tally, Redis Cluster of 1 master (async)",
+    "tally-cluster-3": "tally, Redis Cluster of 3 masters (async)",
     "webdis": "webdis, INCR",
     "node": "Node.js: fastify + ioredis, 2 workers",
     "tally-redis-2t": "tally, Redis (async), 2 worker threads",
@@ -27,7 +29,8 @@ LABELS = {
 }
 ORDER = list(LABELS)
 PEERS = ["webdis", "node"]
-TALLY = ["tally-memory", "tally-redis", "tally-sentinel", "tally-redis-2t", "tally-redis-infolog"]
+TALLY = ["tally-memory", "tally-redis", "tally-sentinel", "tally-cluster-1", "tally-cluster-3",
+         "tally-redis-2t", "tally-redis-infolog"]
 RSS_LIMIT_MB = 32
 
 
