@@ -7,6 +7,9 @@
 #                             that has finished its sync: a rolling update moves on only then
 #   probe.sh sentinel-alive   Sentinel answers
 #   probe.sh sentinel-ready   Sentinel knows the master of the group
+#   probe.sh cluster-ready    Redis Cluster node: cluster_state ok and, on a replica, in sync as
+#                             above; a lone node of a cluster not yet created is ready too
+#                             (start-cluster-node.sh flags it), so cluster-init.sh can run
 set -u
 SCRIPT_NAME=probe
 FILES_DIR=${FILES_DIR:-$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)}
@@ -37,6 +40,14 @@ case "${1:-}" in
       *) echo "unexpected reply: $info"; exit 1 ;;
     esac
     ;;
+  cluster-ready)
+    if [ "$(info_field "$(redis_cli "$MY_REDIS" CLUSTER INFO 2>/dev/null)" cluster_state)" != ok ]; then
+      [ -e "${REDIS_RUN_DIR:-/tmp/redis}/new-cluster" ] && exit 0
+      echo "cluster_state is not ok"
+      exit 1
+    fi
+    exec sh "$0" redis-ready
+    ;;
   sentinel-alive)
     out=$(sentinel_cli "$MY_SENTINEL" PING 2>&1) || { echo "no answer: $out"; exit 1; }
     [ "$out" = PONG ] || { echo "unexpected reply: $out"; exit 1; }
@@ -46,7 +57,7 @@ case "${1:-}" in
     [ -n "$master" ] || { echo "sentinel knows no master"; exit 1; }
     ;;
   *)
-    echo "usage: $0 redis-alive|redis-ready|sentinel-alive|sentinel-ready" >&2
+    echo "usage: $0 redis-alive|redis-ready|cluster-ready|sentinel-alive|sentinel-ready" >&2
     exit 2
     ;;
 esac
