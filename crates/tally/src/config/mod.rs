@@ -16,7 +16,9 @@ use clap::Args;
 pub use self::common::{positive_duration, CommonArgs, Drain, FibArgs, LogFormat, ServingArgs};
 pub use self::durability::{resolve_durability, Durability, DurabilityFlag};
 pub use self::limits::{Limits, ListenerArgs, ListenerLimits, RateLimit, RateLimitArgs};
-pub use self::redis::{ClusterTarget, RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig};
+pub use self::redis::{
+    ClusterTarget, RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig,
+};
 pub use self::secret::Secret;
 
 /// Every flag of `tally serve`; each one can also be set by the environment variable it names.

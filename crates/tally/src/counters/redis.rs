@@ -119,7 +119,9 @@ impl RedisClient {
             .arg("EX")
             .arg(ttl.as_secs().max(1))
             .arg("GET");
-        let owner: Option<String> = self.query("claim_idempotency", &claim, true, deadline, cmd).await?;
+        let owner: Option<String> = self
+            .query("claim_idempotency", &claim, true, deadline, cmd)
+            .await?;
         match owner {
             Some(owner) if owner != id => Err(StoreError::IdempotencyConflict),
             _ => Ok(()),

@@ -76,7 +76,16 @@ impl RedisClient {
             .arg("0")
             .arg("MKSTREAM")
             .to_owned();
-        match self.query::<()>("xgroup_create", &self.keys().fib().jobs, true, deadline, cmd).await {
+        match self
+            .query::<()>(
+                "xgroup_create",
+                &self.keys().fib().jobs,
+                true,
+                deadline,
+                cmd,
+            )
+            .await
+        {
             Err(StoreError::Unavailable { detail, .. }) if detail.contains("BUSYGROUP") => Ok(()),
             other => other,
         }
@@ -93,14 +102,20 @@ impl RedisClient {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        self.run("enqueue_fib", &self.keys().fib().jobs, true, deadline, move |mut c| async move {
-            let mut call = ENQUEUE.key(&keys.requested);
-            call.key(&keys.jobs)
-                .arg(index)
-                .arg(now_ms)
-                .arg(FibKeys::JOBS_CAP);
-            call.invoke_async(&mut c).await
-        })
+        self.run(
+            "enqueue_fib",
+            &self.keys().fib().jobs,
+            true,
+            deadline,
+            move |mut c| async move {
+                let mut call = ENQUEUE.key(&keys.requested);
+                call.key(&keys.jobs)
+                    .arg(index)
+                    .arg(now_ms)
+                    .arg(FibKeys::JOBS_CAP);
+                call.invoke_async(&mut c).await
+            },
+        )
         .await
     }
 
@@ -114,10 +129,16 @@ impl RedisClient {
         pipe.hget(&keys.values, index)
             .hexists(&keys.requested, index);
         let (value, requested): (Option<String>, bool) = self
-            .run("fib_status", &self.keys().fib().jobs, false, deadline, move |mut c| {
-                let pipe = pipe.clone();
-                async move { pipe.query_async(&mut c).await }
-            })
+            .run(
+                "fib_status",
+                &self.keys().fib().jobs,
+                false,
+                deadline,
+                move |mut c| {
+                    let pipe = pipe.clone();
+                    async move { pipe.query_async(&mut c).await }
+                },
+            )
             .await?;
         Ok(match (value, requested) {
             (Some(v), _) => FibStatus::Done(v),
@@ -139,7 +160,9 @@ impl RedisClient {
             .arg(offset)
             .arg(offset + limit.max(1) - 1)
             .to_owned();
-        let indexes: Vec<u32> = self.query("fib_done", &self.keys().fib().jobs, false, deadline, cmd).await?;
+        let indexes: Vec<u32> = self
+            .query("fib_done", &self.keys().fib().jobs, false, deadline, cmd)
+            .await?;
         if indexes.is_empty() {
             return Ok(Vec::new());
         }
@@ -147,7 +170,9 @@ impl RedisClient {
             .arg(&keys.values)
             .arg(&indexes)
             .to_owned();
-        let values: Vec<Option<String>> = self.query("fib_values", &self.keys().fib().jobs, false, deadline, cmd).await?;
+        let values: Vec<Option<String>> = self
+            .query("fib_values", &self.keys().fib().jobs, false, deadline, cmd)
+            .await?;
         Ok(indexes
             .into_iter()
             .zip(values)
@@ -208,8 +233,9 @@ impl RedisClient {
             .arg("COUNT")
             .arg(count)
             .to_owned();
-        let (_, entries, _deleted): (String, Vec<Entry>, Vec<String>) =
-            self.query("xautoclaim", &self.keys().fib().jobs, false, deadline, cmd).await?;
+        let (_, entries, _deleted): (String, Vec<Entry>, Vec<String>) = self
+            .query("xautoclaim", &self.keys().fib().jobs, false, deadline, cmd)
+            .await?;
         let mut jobs = Vec::with_capacity(entries.len());
         for entry in entries {
             let job = to_job(entry);
@@ -227,8 +253,9 @@ impl RedisClient {
             .arg(entry)
             .arg(1)
             .to_owned();
-        let rows: Vec<(String, String, u64, u64)> =
-            self.query("xpending", &self.keys().fib().jobs, false, deadline, cmd).await?;
+        let rows: Vec<(String, String, u64, u64)> = self
+            .query("xpending", &self.keys().fib().jobs, false, deadline, cmd)
+            .await?;
         Ok(rows.first().map_or(0, |r| r.3))
     }
 
@@ -241,19 +268,25 @@ impl RedisClient {
     ) -> Result<(), StoreError> {
         let keys = self.keys().fib();
         let entry = job.entry.clone();
-        self.run("complete_job", &self.keys().fib().jobs, true, deadline, move |mut c| {
-            let (entry, value) = (entry.clone(), value.clone());
-            async move {
-                let mut call = COMPLETE.key(&keys.values);
-                call.key(&keys.done)
-                    .key(&keys.jobs)
-                    .arg(index)
-                    .arg(value)
-                    .arg(FibKeys::GROUP)
-                    .arg(entry);
-                call.invoke_async::<i64>(&mut c).await.map(|_| ())
-            }
-        })
+        self.run(
+            "complete_job",
+            &self.keys().fib().jobs,
+            true,
+            deadline,
+            move |mut c| {
+                let (entry, value) = (entry.clone(), value.clone());
+                async move {
+                    let mut call = COMPLETE.key(&keys.values);
+                    call.key(&keys.done)
+                        .key(&keys.jobs)
+                        .arg(index)
+                        .arg(value)
+                        .arg(FibKeys::GROUP)
+                        .arg(entry);
+                    call.invoke_async::<i64>(&mut c).await.map(|_| ())
+                }
+            },
+        )
         .await
     }
 
@@ -269,20 +302,26 @@ impl RedisClient {
             job.index.clone().unwrap_or_default(),
             error.to_owned(),
         );
-        self.run("bury_job", &self.keys().fib().jobs, true, deadline, move |mut c| {
-            let (entry, index, error) = (entry.clone(), index.clone(), error.clone());
-            async move {
-                let mut call = BURY.key(&keys.dead);
-                call.key(&keys.jobs)
-                    .key(&keys.requested)
-                    .arg(entry)
-                    .arg(index)
-                    .arg(error)
-                    .arg(FibKeys::GROUP)
-                    .arg(FibKeys::JOBS_CAP);
-                call.invoke_async::<i64>(&mut c).await.map(|_| ())
-            }
-        })
+        self.run(
+            "bury_job",
+            &self.keys().fib().jobs,
+            true,
+            deadline,
+            move |mut c| {
+                let (entry, index, error) = (entry.clone(), index.clone(), error.clone());
+                async move {
+                    let mut call = BURY.key(&keys.dead);
+                    call.key(&keys.jobs)
+                        .key(&keys.requested)
+                        .arg(entry)
+                        .arg(index)
+                        .arg(error)
+                        .arg(FibKeys::GROUP)
+                        .arg(FibKeys::JOBS_CAP);
+                    call.invoke_async::<i64>(&mut c).await.map(|_| ())
+                }
+            },
+        )
         .await
     }
 
@@ -290,8 +329,9 @@ impl RedisClient {
     pub async fn job_backlog(&self, deadline: Duration) -> Result<(u64, u64), StoreError> {
         let keys = self.keys().fib();
         let cmd = redis::cmd("XINFO").arg("GROUPS").arg(&keys.jobs).to_owned();
-        let groups: Vec<std::collections::HashMap<String, redis::Value>> =
-            self.query("xinfo", &self.keys().fib().jobs, false, deadline, cmd).await?;
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = self
+            .query("xinfo", &self.keys().fib().jobs, false, deadline, cmd)
+            .await?;
         let group = groups
             .iter()
             .find(|g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n == FibKeys::GROUP.as_bytes()))

@@ -45,26 +45,33 @@ impl RedisClient {
                     .arg("text")
                     .arg(text)
                     .to_owned();
-                (self.query("xadd", keys.messages(), true, deadline, cmd).await?, 0)
+                (
+                    self.query("xadd", keys.messages(), true, deadline, cmd)
+                        .await?,
+                    0,
+                )
             }
             Some(idem) => {
-                let (stream, record) = (
-                    keys.messages().to_owned(),
-                    keys.message_record(idem.key),
-                );
+                let (stream, record) = (keys.messages().to_owned(), keys.message_record(idem.key));
                 let (retention, text, ttl) = (
                     keys.message_retention(),
                     text.to_owned(),
                     idem.ttl.as_secs().max(1),
                 );
-                self.run("xadd_idempotent", keys.messages(), true, deadline, move |mut c| {
-                    let (stream, record, text) = (stream.clone(), record.clone(), text.clone());
-                    async move {
-                        let mut call = POST_IDEMPOTENT.key(stream);
-                        call.key(record).arg(retention).arg(text).arg(ttl);
-                        call.invoke_async(&mut c).await
-                    }
-                })
+                self.run(
+                    "xadd_idempotent",
+                    keys.messages(),
+                    true,
+                    deadline,
+                    move |mut c| {
+                        let (stream, record, text) = (stream.clone(), record.clone(), text.clone());
+                        async move {
+                            let mut call = POST_IDEMPOTENT.key(stream);
+                            call.key(record).arg(retention).arg(text).arg(ttl);
+                            call.invoke_async(&mut c).await
+                        }
+                    },
+                )
                 .await?
             }
         };
@@ -100,7 +107,9 @@ impl RedisClient {
             .arg("COUNT")
             .arg(limit)
             .to_owned();
-        let entries: Vec<Entry> = self.query("xrevrange", self.keys().messages(), false, deadline, cmd).await?;
+        let entries: Vec<Entry> = self
+            .query("xrevrange", self.keys().messages(), false, deadline, cmd)
+            .await?;
         entries.into_iter().map(to_message).collect()
     }
 
@@ -115,7 +124,9 @@ impl RedisClient {
             .arg(&id)
             .arg(&id)
             .to_owned();
-        let entries: Vec<Entry> = self.query("xrange", self.keys().messages(), false, deadline, cmd).await?;
+        let entries: Vec<Entry> = self
+            .query("xrange", self.keys().messages(), false, deadline, cmd)
+            .await?;
         entries.into_iter().next().map(to_message).transpose()
     }
 }

@@ -238,12 +238,16 @@ impl Cluster {
             return Ok(node);
         }
         self.topology.refresh(until).await?;
-        self.topology.current().master(slot).cloned().ok_or_else(|| {
-            StoreError::unavailable(
-                Unavailable::NoMaster,
-                format!("no master serves slot {slot}"),
-            )
-        })
+        self.topology
+            .current()
+            .master(slot)
+            .cloned()
+            .ok_or_else(|| {
+                StoreError::unavailable(
+                    Unavailable::NoMaster,
+                    format!("no master serves slot {slot}"),
+                )
+            })
     }
 
     fn link(&self, node: &Node) -> Arc<Link> {
@@ -264,7 +268,6 @@ impl Cluster {
         let info = connection_info(&node.0, node.1, tls, auth);
         client.checked(connect(&info, budget).await?).await
     }
-
 }
 
 impl Topology {
@@ -293,7 +296,9 @@ impl Topology {
     /// True when the map should be read again: marked stale, or older than MAP_MAX_AGE.
     fn due(&self) -> bool {
         let (read, stale) = *self.freshness();
-        read.is_none_or(|at| (stale && at.elapsed() >= REFRESH_INTERVAL) || at.elapsed() >= MAP_MAX_AGE)
+        read.is_none_or(|at| {
+            (stale && at.elapsed() >= REFRESH_INTERVAL) || at.elapsed() >= MAP_MAX_AGE
+        })
     }
 
     /// Reads the map in the background; requests go on with the map they have meanwhile.
@@ -316,7 +321,11 @@ impl Topology {
         let _one = timeout_at(until, self.refreshing.lock())
             .await
             .map_err(|_| timed_out())?;
-        if self.freshness().0.is_some_and(|at| at.elapsed() < REFRESH_INTERVAL) {
+        if self
+            .freshness()
+            .0
+            .is_some_and(|at| at.elapsed() < REFRESH_INTERVAL)
+        {
             return Ok(());
         }
         let mut candidates = self.current().masters();

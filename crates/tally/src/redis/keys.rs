@@ -226,11 +226,30 @@ mod tests {
         use crate::redis::slots::slot;
         let same = |keys: &[&str]| {
             let slots: Vec<u16> = keys.iter().map(|k| slot(k.as_bytes())).collect();
-            assert!(slots.windows(2).all(|w| w[0] == w[1]), "{keys:?} -> {slots:?}");
+            assert!(
+                slots.windows(2).all(|w| w[0] == w[1]),
+                "{keys:?} -> {slots:?}"
+            );
         };
-        for messages in [None, Some("guestbook".to_owned()), Some("x{tag}y".to_owned())] {
-            let keys = KeySpace::new("ns", "count:").with_messages(messages, 5).clustered();
-            for id in ["a", "}", "}x{", "{", "%7D", "a}b", "ünï", "{a}", "x".repeat(256).as_str()] {
+        for messages in [
+            None,
+            Some("guestbook".to_owned()),
+            Some("x{tag}y".to_owned()),
+        ] {
+            let keys = KeySpace::new("ns", "count:")
+                .with_messages(messages, 5)
+                .clustered();
+            for id in [
+                "a",
+                "}",
+                "}x{",
+                "{",
+                "%7D",
+                "a}b",
+                "ünï",
+                "{a}",
+                "x".repeat(256).as_str(),
+            ] {
                 for client_key in ["k", "{other}", "}", ""] {
                     same(&[&keys.counter(id), &keys.counter_record(id, client_key)]);
                 }
@@ -248,8 +267,9 @@ mod tests {
         assert_eq!(keys.fib().jobs, "{tally:fib}:jobs");
         assert_eq!(keys.messages(), "{tally:messages}");
         // Ids spread over the slots.
-        let slots: std::collections::HashSet<u16> =
-            (0..1000).map(|i| slot(keys.counter(&i.to_string()).as_bytes())).collect();
+        let slots: std::collections::HashSet<u16> = (0..1000)
+            .map(|i| slot(keys.counter(&i.to_string()).as_bytes()))
+            .collect();
         assert!(slots.len() > 900, "{}", slots.len());
     }
 }

@@ -79,7 +79,9 @@ impl RedisClient {
         if let Source::Sentinel(resolver) = &store.inner.source {
             resolver.watch_switches(Arc::new(move || {
                 if let Some(inner) = weak.upgrade() {
-                    inner.link.invalidate_any("sentinels announced a new master");
+                    inner
+                        .link
+                        .invalidate_any("sentinels announced a new master");
                 }
             }));
         }
@@ -243,8 +245,7 @@ impl RedisClient {
         O: FnOnce(Duration) -> OFut,
         OFut: Future<Output = Result<MultiplexedConnection, StoreError>>,
     {
-        let (conn, generation, committer) =
-            link.handle(until, self.inner.durability, open).await?;
+        let (conn, generation, committer) = link.handle(until, self.inner.durability, open).await?;
         let timed_out = |what: &str| {
             StoreError::unavailable(
                 Unavailable::Timeout,
@@ -292,7 +293,9 @@ impl RedisClient {
         let conn = match &self.inner.source {
             Source::Standalone(info) => connect(info, budget).await?,
             Source::Sentinel(resolver) => resolver.connect_master(budget).await?,
-            Source::Cluster(_) => unreachable!("Cluster mode opens shard links, not the master link"),
+            Source::Cluster(_) => {
+                unreachable!("Cluster mode opens shard links, not the master link")
+            }
         };
         self.checked(conn).await
     }

@@ -138,7 +138,9 @@ impl SlotMap {
 fn int(v: &Value) -> Result<i64, String> {
     match v {
         Value::Int(i) => Ok(*i),
-        other => Err(format!("expected an integer in CLUSTER SLOTS, got {other:?}")),
+        other => Err(format!(
+            "expected an integer in CLUSTER SLOTS, got {other:?}"
+        )),
     }
 }
 
@@ -203,7 +205,9 @@ mod tests {
         assert_eq!(map.shard_label(6000), 100);
 
         let gap = Value::Array(vec![range(0, 100, node("a", 1))]);
-        assert!(!SlotMap::from_reply(&gap, &asked).unwrap().covers_every_slot());
+        assert!(!SlotMap::from_reply(&gap, &asked)
+            .unwrap()
+            .covers_every_slot());
         assert!(SlotMap::from_reply(&Value::Int(1), &asked).is_err());
     }
 }

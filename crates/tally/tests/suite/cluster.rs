@@ -13,7 +13,15 @@ use tally::config::{Durability, ServeConfig};
 /// `tally check` against `base` for `duration` over `ids` ids, as a child process.
 fn check(base: &str, ids: u32, duration: &str) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["check", "--target", base, "--ids", &ids.to_string(), "-c", "16"])
+        .args([
+            "check",
+            "--target",
+            base,
+            "--ids",
+            &ids.to_string(),
+            "-c",
+            "16",
+        ])
         .args(["--duration", duration, "--json"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -91,9 +99,11 @@ async fn a_killed_shard_master_loses_nothing_and_other_shards_keep_serving() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let killed_at = Instant::now();
     cluster.node(victim).kill();
-    cluster.wait_for(Duration::from_secs(20), "a replica takes over the killed master's slots", |c| {
-        c.master_ports().len() == 3 && !c.master_ports().contains(&victim)
-    });
+    cluster.wait_for(
+        Duration::from_secs(20),
+        "a replica takes over the killed master's slots",
+        |c| c.master_ports().len() == 3 && !c.master_ports().contains(&victim),
+    );
     let promoted = killed_at.elapsed();
     // Back as a replica of the new master, so that shard takes writes again.
     cluster.node(victim).restart();
@@ -123,8 +133,16 @@ async fn a_killed_shard_master_loses_nothing_and_other_shards_keep_serving() {
         .collect();
     eprintln!("{errors:#?}");
     assert_exact(&report);
-    assert!(victim_ok.is_some(), "the killed shard's ids never came back");
-    assert_eq!(failed, 0, "an id on a healthy shard failed {failed} times of {}", ok + failed);
+    assert!(
+        victim_ok.is_some(),
+        "the killed shard's ids never came back"
+    );
+    assert_eq!(
+        failed,
+        0,
+        "an id on a healthy shard failed {failed} times of {}",
+        ok + failed
+    );
     assert!(ok > 100);
 }
 
@@ -152,14 +170,25 @@ async fn a_slot_range_migrated_under_load_loses_nothing() {
     // One key per MIGRATE, so the slots stay half-moved for a while: requests meet ASK.
     let out = tokio::process::Command::new("redis-cli")
         .args(["--cluster", "reshard", &format!("127.0.0.1:{}", masters[0])])
-        .args(["--cluster-from", &from, "--cluster-to", &to, "--cluster-slots", "3000"])
+        .args([
+            "--cluster-from",
+            &from,
+            "--cluster-to",
+            &to,
+            "--cluster-slots",
+            "3000",
+        ])
         .args(["--cluster-yes", "--cluster-pipeline", "1"])
         .env("REDISCLI_AUTH", crate::support::redis::PASSWORD)
         .stdin(std::process::Stdio::null())
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let migrated = started.elapsed();
     let report = report(load).await;
     let metrics = app.metrics_text().await;

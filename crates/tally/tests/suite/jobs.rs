@@ -281,3 +281,53 @@ async fn without_redis_or_postgres_the_job_routes_say_what_is_missing() {
         "{body}"
     );
 }
+
+/// The job system on a sharded store: every job key lives under one hash tag, so the scripts
+/// that touch several of them run on one shard; the worker finds it through the slot map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_complete_on_a_redis_cluster() {
+    let cluster = crate::support::cluster::ClusterSetup::start(3, 0, "");
+    let pg = Postgres::start();
+    let app = TestApp::with_jobs_on(cluster.store_config(), &pg).await;
+    wait_until_jobs_ready(&app).await;
+    let store = [
+        ("TALLY_REDIS_CLUSTER", cluster.seed_list()),
+        (
+            "TALLY_REDIS_PASSWORD",
+            crate::support::redis::PASSWORD.to_owned(),
+        ),
+        ("TALLY_DURABILITY", "async".to_owned()),
+    ];
+    let _worker = crate::support::worker_on(&store, "cluster-worker");
+    let indexes: Vec<u32> = (0..60).map(|n| n * 7).collect();
+    for index in &indexes {
+        let (status, body) = submit(&app, &json!({ "index": index }).to_string(), None).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, _) = submit(&app, r#"{"index":5}"#, Some("cluster-key")).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        submit(&app, r#"{"index":6}"#, Some("cluster-key")).await.0,
+        422
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for index in indexes.iter().chain([&5]) {
+        loop {
+            let (status, body) = app.json(&format!("/api/v1/fib/{index}")).await;
+            if body["status"] == "done" {
+                assert_eq!(body["value"].as_str(), Some(by_iteration(*index).as_str()));
+                break;
+            }
+            assert!(
+                status < 500 && Instant::now() < deadline,
+                "{index}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Every job key sits in one slot, on one master.
+    let master = cluster.master_of("{tally:fib}:jobs");
+    let keys = cluster.nodes.iter().find(|n| n.port == master).unwrap();
+    let stored = keys.cli(&["KEYS", "{tally:fib}:*"]).unwrap();
+    assert!(stored.lines().count() >= 4, "{stored}");
+}

@@ -31,7 +31,10 @@ impl ClusterSetup {
         let nodes: Vec<RedisProcess> = (0..masters * (1 + replicas))
             .map(|_| RedisProcess::server(&format!("{NODE_CONFIG}\n{extra}")))
             .collect();
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
@@ -47,9 +50,11 @@ impl ClusterSetup {
             String::from_utf8_lossy(&out.stdout)
         );
         let setup = Self { nodes };
-        setup.wait_for(Duration::from_secs(30), "every node sees the cluster ok", |s| {
-            s.healthy(masters, replicas)
-        });
+        setup.wait_for(
+            Duration::from_secs(30),
+            "every node sees the cluster ok",
+            |s| s.healthy(masters, replicas),
+        );
         setup
     }
 
@@ -73,7 +78,10 @@ impl ClusterSetup {
     }
 
     pub fn seeds(&self) -> Vec<(String, u16)> {
-        self.nodes.iter().map(|n| ("127.0.0.1".to_owned(), n.port)).collect()
+        self.nodes
+            .iter()
+            .map(|n| ("127.0.0.1".to_owned(), n.port))
+            .collect()
     }
 
     pub fn store_config(&self) -> StoreConfig {
@@ -91,19 +99,28 @@ impl ClusterSetup {
 
     /// TALLY_REDIS_CLUSTER's value for the binary.
     pub fn seed_list(&self) -> String {
-        let seeds: Vec<String> = self.seeds().iter().map(|(h, p)| format!("{h}:{p}")).collect();
+        let seeds: Vec<String> = self
+            .seeds()
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect();
         seeds.join(",")
     }
 
     /// The node at `port`.
     pub fn node(&mut self, port: u16) -> &mut RedisProcess {
-        self.nodes.iter_mut().find(|n| n.port == port).expect("a node of this cluster")
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster")
     }
 
     /// The port of the master serving `key`, as the first node that answers says.
     pub fn master_of(&self, key: &str) -> u16 {
         for n in &self.nodes {
-            let Some(slot) = n.cli(&["CLUSTER", "KEYSLOT", key]) else { continue };
+            let Some(slot) = n.cli(&["CLUSTER", "KEYSLOT", key]) else {
+                continue;
+            };
             let slot: u16 = slot.trim().parse().expect("a slot number");
             if let Some(port) = self.master_of_slot(n, slot) {
                 return port;
@@ -130,11 +147,22 @@ impl ClusterSetup {
 
     /// Masters' ports, as the first answering node lists them.
     pub fn master_ports(&self) -> Vec<u16> {
-        let nodes = self.nodes.iter().find_map(|n| n.cli(&["CLUSTER", "NODES"])).unwrap_or_default();
+        let nodes = self
+            .nodes
+            .iter()
+            .find_map(|n| n.cli(&["CLUSTER", "NODES"]))
+            .unwrap_or_default();
         nodes
             .lines()
             .filter(|l| l.contains("master") && !l.contains("fail"))
-            .filter_map(|l| l.split_whitespace().nth(1)?.split([':', '@']).nth(1)?.parse().ok())
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .nth(1)?
+                    .split([':', '@'])
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
             .collect()
     }
 

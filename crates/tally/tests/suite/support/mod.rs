@@ -191,9 +191,14 @@ impl TestApp {
 
     /// The API on Redis with Postgres: the Fibonacci job routes work.
     pub async fn with_jobs(redis: &redis::RedisProcess, pg: &postgres::Postgres) -> Self {
-        let mut config = test_config();
-        config.store =
+        let store =
             StoreConfig::Redis(RedisTarget::parse_url(&redis.url(redis::PASSWORD)).unwrap());
+        Self::with_jobs_on(store, pg).await
+    }
+
+    pub async fn with_jobs_on(store: StoreConfig, pg: &postgres::Postgres) -> Self {
+        let mut config = test_config();
+        config.store = store;
         config.database = Some(tally::config::DatabaseConfig {
             url: tally::config::Secret::new(pg.url()),
             password: Some(tally::config::Secret::new(postgres::PG_PASSWORD)),
@@ -438,10 +443,15 @@ impl Drop for KillOnDrop {
 
 /// `tally worker` as a child process on `redis`, reclaiming after 2 s.
 pub fn worker(redis: &redis::RedisProcess, name: &str) -> KillOnDrop {
+    worker_on(&[("TALLY_REDIS_URL", redis.url(redis::PASSWORD))], name)
+}
+
+/// `tally worker` on the store that `store` (environment variables) names.
+pub fn worker_on(store: &[(&str, String)], name: &str) -> KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_tally"))
         .arg("worker")
         .env_clear()
-        .env("TALLY_REDIS_URL", redis.url(redis::PASSWORD))
+        .envs(store.iter().map(|(k, v)| (k, v)))
         .env(
             "TALLY_ADMIN_LISTEN",
             format!("127.0.0.1:{}", redis::free_port()),
