@@ -52,7 +52,14 @@ stack_up() {
   build_standins
   image_env
   export TALLY_IMAGE=${TALLY_IMAGE_HA:-tally:ha-harness}
-  build_tally
+  # TALLY_HA_PREBUILT=IMAGE: run that image as it is (not rebuilt, not removed at the end), for
+  # repeated runs while the sources change under a build that takes minutes.
+  if [ -n "${TALLY_HA_PREBUILT:-}" ]; then
+    TALLY_IMAGE=$TALLY_HA_PREBUILT
+    have_image "$TALLY_IMAGE" || { log "TALLY_HA_PREBUILT=$TALLY_IMAGE: no such image"; exit 1; }
+  else
+    build_tally
+  fi
 
   if [ -z "${TALLY_BIN:-}" ]; then
     c=$(d create "$TALLY_IMAGE")
@@ -89,7 +96,7 @@ cleanup() {
     d ps -q --filter "label=com.docker.compose.project=$PROJECT" --filter status=paused | xargs -r "$DOCKER" unpause >/dev/null 2>&1
     compose down -v --remove-orphans -t 5 >/dev/null 2>&1
     d network rm "$NET" >/dev/null 2>&1
-    d rmi "$TALLY_IMAGE" >/dev/null 2>&1
+    [ -n "${TALLY_HA_PREBUILT:-}" ] || d rmi "$TALLY_IMAGE" >/dev/null 2>&1
   fi
   if [ "$DOCKERD_STARTED" = 1 ]; then docker_down; fi
   rm -rf "$WORK"
@@ -104,7 +111,8 @@ cid() {
 
 save_logs() {
   local s
-  for s in redis-0 sentinel-0 redis-1 sentinel-1 redis-2 sentinel-2 tally-1 tally-2 lb; do
+  # LOG_SERVICES: the services of another stack (harness-cluster.sh's)
+  for s in ${LOG_SERVICES:-redis-0 sentinel-0 redis-1 sentinel-1 redis-2 sentinel-2 tally-1 tally-2 lb}; do
     d logs --timestamps "$(cid "$s")" >"$ART/$s.log" 2>&1
   done
   log "container logs saved in $ART"
