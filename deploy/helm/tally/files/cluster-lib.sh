@@ -122,13 +122,14 @@ my_master_id() {
   cluster_nodes "$MY_REDIS" | awk '$3 ~ /myself/ && $3 ~ /slave/ { print $4 }'
 }
 
-# master_in_sync_replica: host:port of a replica of this node whose link is up and whose offset
-# is this master's (a failover to it loses nothing), empty when there is none
+# master_in_sync_replica: host:port of a replica of this node whose link is up and that acked
+# the stream within the last second (CLUSTER FAILOVER then waits until it has caught up
+# exactly), empty when there is none
 master_in_sync_replica() {
   _ri=$(redis_cli "$MY_REDIS" INFO replication 2>/dev/null) || return 0
-  printf '%s\n' "$_ri" | tr -d '\r' | awk -F'[:,=]' -v off="$(info_field "$_ri" master_repl_offset)" '
+  printf '%s\n' "$_ri" | tr -d '\r' | awk -F'[:,=]' '
     $1 ~ /^slave[0-9]+$/ {
       for (i = 2; i < NF; i += 2) v[$i] = $(i + 1)
-      if (v["state"] == "online" && v["offset"] == off) { print v["ip"] ":" v["port"]; exit }
+      if (v["state"] == "online" && v["lag"] <= 1) { print v["ip"] ":" v["port"]; exit }
     }'
 }

@@ -106,31 +106,6 @@ rejoin_loop() {
     [ -n "$_known" ] || continue
     if [ "$_known" -gt 1 ]; then
       rm -f "$REDIS_RUN_DIR/new-cluster"
-
-# An empty node whose older id is still a master with slots (a master pod back on a new volume
-# before its replica took over) stays down until the replica has: listening under a new id at
-# the old address would leave the old id flagged noaddr, which Redis 7.0 never fails over. A
-# peer that already flagged it so (it was met under the new id before) gets a forced failover
-# of the old id's replica after twice the node timeout.
-if [ "$started_empty" = yes ]; then
-  waited=0
-  while peer=$(cluster_exists) && [ -n "$peer" ]; do
-    owner=$(stale_ids "$peer" "" | awk '$2 > 0 { print $1; exit }')
-    [ -n "$owner" ] || break
-    [ "$waited" -lt "$REDIS_EMPTY_WAIT_SECONDS" ] || die "an older id of this node ($owner) still owns slots after ${waited}s"
-    [ "$waited" -gt 0 ] || log "an older id of this node ($owner) still owns slots: not starting until its replica has taken over"
-    if [ $((waited * 1000)) -ge $((2 * CLUSTER_NODE_TIMEOUT_MS)) ]; then
-      rep=$(cluster_nodes "$peer" | awk -v o="$owner" -v p="$REDIS_PORT" '
-        $4 == o && $3 ~ /slave/ && $3 !~ /fail/ { n = split($2, a, ","); if (n > 1) { print a[2] ":" p; exit } }')
-      if [ -n "$rep" ] && cluster_nodes "$peer" | awk -v o="$owner" '$1 == o && $3 ~ /noaddr/ && $3 !~ /fail/ { f = 1 } END { exit !f }'; then
-        log "the old id is flagged noaddr, which is never failed over: CLUSTER FAILOVER FORCE on its replica $rep"
-        redis_cli "$rep" CLUSTER FAILOVER FORCE >/dev/null 2>&1 || true
-      fi
-    fi
-    sleep 2
-    waited=$((waited + 2))
-  done
-fi
       # Joined: stay until this node is a replica of a master, then the loop's work is done.
       [ -n "$(my_master_id)" ] && return 0
       [ "$(cluster_field "$MY_REDIS" cluster_slots_assigned)" = 0 ] || return 0
