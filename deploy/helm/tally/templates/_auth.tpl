@@ -35,11 +35,13 @@ computed from the Secret's resourceVersion in the cluster (constant under `helm 
 */}}
 {{- define "tally.authChecksum" -}}
 {{- $own := index .ctx.Values .store -}}
-{{- if and $own.enabled (not $own.auth.existingSecret) -}}
+{{- $enabled := $own.enabled -}}
+{{- if eq .store "redis" -}}{{- $enabled = include "tally.redis.internal" .ctx | eq "true" -}}{{- end -}}
+{{- if and $enabled (not $own.auth.existingSecret) -}}
 {{- include "tally.passwordB64" . | sha256sum -}}
 {{- else -}}
 {{- $external := index .ctx.Values (get (dict "redis" "externalRedis" "postgresql" "externalDatabase") .store) -}}
-{{- $name := ternary $own.auth.existingSecret $external.existingSecret $own.enabled -}}
+{{- $name := ternary $own.auth.existingSecret $external.existingSecret $enabled -}}
 {{- if $name -}}
 {{- $s := lookup "v1" "Secret" .ctx.Release.Namespace $name -}}
 {{- /* the Secret's resourceVersion changes with its data; no hash of a (maybe weak) password */ -}}

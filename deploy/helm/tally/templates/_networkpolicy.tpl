@@ -36,7 +36,7 @@ Egress to Redis: the chart's Redis pods (Redis and Sentinel ports), or the ports
 externalRedis (url or sentinels) at any address.
 */}}
 {{- define "tally.egress.redis" -}}
-{{- if .Values.redis.enabled }}
+{{- if include "tally.redis.internal" . }}
 - to:
     - podSelector:
         matchLabels:
@@ -44,13 +44,18 @@ externalRedis (url or sentinels) at any address.
   ports:
     - port: redis
       protocol: TCP
+    {{- if eq (include "tally.redis.mode" .) "sentinel" }}
     - port: sentinel
       protocol: TCP
+    {{- end }}
 {{- else }}
 {{- $ports := list }}
 {{- with .Values.externalRedis.url }}
 {{- $port := regexFind ":[0-9]+" (regexReplaceAll "^[a-z]+://([^@/]*@)?" . "") | trimPrefix ":" }}
 {{- $ports = append $ports (default "6379" $port) }}
+{{- end }}
+{{- range .Values.externalRedis.cluster.nodes }}
+{{- $ports = append $ports (default "6379" (regexFind "[0-9]+$" (toString .))) }}
 {{- end }}
 {{- range .Values.externalRedis.sentinels }}
 {{- $ports = append $ports (default "26379" (regexFind "[0-9]+$" (toString .))) }}

@@ -18,6 +18,40 @@ client settings of the app and the worker, for the chart's Redis or externalRedi
 {{- printf "%s.%s.svc.%s" (include "tally.redis.headless" .) .Release.Namespace .Values.clusterDomain -}}
 {{- end -}}
 
+{{/*
+Which Redis: "sentinel" (the chart's Redis + Sentinel StatefulSet), "cluster" (the chart's Redis
+Cluster StatefulSet) or "external" (externalRedis). redis.enabled=false is the older way to say
+external and still wins over redis.mode.
+*/}}
+{{- define "tally.redis.mode" -}}
+{{- if not .Values.redis.enabled -}}external{{- else -}}{{ .Values.redis.mode }}{{- end -}}
+{{- end -}}
+{{/* "true" when the chart runs Redis itself (sentinel or cluster), else empty. */}}
+{{- define "tally.redis.internal" -}}
+{{- if ne (include "tally.redis.mode" .) "external" -}}true{{- end -}}
+{{- end -}}
+{{/* "true" for Sentinel, the chart's or external (externalRedis.sentinels), else empty. */}}
+{{- define "tally.redis.usesSentinel" -}}
+{{- $m := include "tally.redis.mode" . -}}
+{{- if or (eq $m "sentinel") (and (eq $m "external") .Values.externalRedis.sentinels) -}}true{{- end -}}
+{{- end -}}
+{{/* "true" for Redis Cluster, the chart's or external (externalRedis.cluster.nodes), else empty. */}}
+{{- define "tally.redis.usesCluster" -}}
+{{- $m := include "tally.redis.mode" . -}}
+{{- if or (eq $m "cluster") (and (eq $m "external") .Values.externalRedis.cluster.nodes) -}}true{{- end -}}
+{{- end -}}
+{{/* host:port of every node of the chart's Redis Cluster, comma separated (tally's seeds). */}}
+{{- define "tally.redis.clusterNodes" -}}
+{{- $hosts := list -}}
+{{- range $i := until (int (include "tally.redis.clusterSize" .)) -}}
+{{- $hosts = append $hosts (printf "%s-%d.%s:%d" (include "tally.redis.fullname" $) $i (include "tally.redis.domain" $) (int $.Values.redis.port)) -}}
+{{- end -}}
+{{- join "," $hosts -}}
+{{- end -}}
+{{- define "tally.redis.clusterSize" -}}
+{{- mul (int .Values.redis.cluster.masters) (add1 (int .Values.redis.cluster.replicasPerMaster)) -}}
+{{- end -}}
+
 {{/* The Secret and key of the chart's Redis password (externalRedis's: tally.redisClient.volume). */}}
 {{- define "tally.redis.secretName" -}}
 {{- default (printf "%s-auth" (include "tally.redis.fullname" .)) .Values.redis.auth.existingSecret -}}
@@ -41,7 +75,13 @@ The Redis client settings of tally's Redis users (the app and the worker): envir
 mount and volume. The password files come from the chart's Redis Secret or externalRedis's.
 */}}
 {{- define "tally.redisClient.env" -}}
-{{- if .Values.redis.enabled -}}
+{{- $mode := include "tally.redis.mode" . -}}
+{{- if eq $mode "cluster" -}}
+- name: TALLY_REDIS_CLUSTER
+  value: {{ include "tally.redis.clusterNodes" . | quote }}
+- name: TALLY_REDIS_PASSWORD_FILE
+  value: /etc/tally/redis/password
+{{- else if eq $mode "sentinel" -}}
 - name: TALLY_REDIS_SENTINELS
   value: {{ include "tally.redis.sentinels" . | quote }}
 - name: TALLY_REDIS_MASTER_NAME
@@ -51,7 +91,14 @@ mount and volume. The password files come from the chart's Redis Secret or exter
 - name: TALLY_SENTINEL_PASSWORD_FILE
   value: /etc/tally/redis/password
 {{- else -}}
-{{- if .Values.externalRedis.sentinels -}}
+{{- if .Values.externalRedis.cluster.nodes -}}
+- name: TALLY_REDIS_CLUSTER
+  value: {{ join "," .Values.externalRedis.cluster.nodes | quote }}
+{{- if .Values.externalRedis.cluster.tls }}
+- name: TALLY_REDIS_CLUSTER_TLS
+  value: "true"
+{{- end }}
+{{- else if .Values.externalRedis.sentinels -}}
 - name: TALLY_REDIS_SENTINELS
   value: {{ join "," .Values.externalRedis.sentinels | quote }}
 - name: TALLY_REDIS_MASTER_NAME
@@ -73,7 +120,7 @@ mount and volume. The password files come from the chart's Redis Secret or exter
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if or .Values.redis.enabled .Values.externalRedis.sentinels }}
+{{- if or (include "tally.redis.usesSentinel" .) (include "tally.redis.usesCluster" .) }}
 - name: TALLY_DURABILITY
   value: {{ .Values.durability | quote }}
 {{- end }}
@@ -82,7 +129,7 @@ mount and volume. The password files come from the chart's Redis Secret or exter
 {{- end -}}
 
 {{- define "tally.redisClient.volumeMount" -}}
-{{- if or .Values.redis.enabled .Values.externalRedis.existingSecret -}}
+{{- if or (include "tally.redis.internal" .) .Values.externalRedis.existingSecret -}}
 - name: redis-auth
   mountPath: /etc/tally/redis
   readOnly: true
@@ -90,7 +137,7 @@ mount and volume. The password files come from the chart's Redis Secret or exter
 {{- end -}}
 
 {{- define "tally.redisClient.volume" -}}
-{{- if .Values.redis.enabled -}}
+{{- if include "tally.redis.internal" . -}}
 - name: redis-auth
   secret:
     secretName: {{ include "tally.redis.secretName" . }}
@@ -129,6 +176,24 @@ mount and volume. The password files come from the chart's Redis Secret or exter
   value: {{ .Values.redis.sentinel.port | quote }}
 - name: MASTER_NAME
   value: {{ .Values.redis.masterName | quote }}
+- name: REDIS_PASSWORD_FILE
+  value: /etc/redis-auth/password
+{{- end -}}
+
+{{/* Environment of the Redis Cluster nodes and the init Job (files/cluster-lib.sh reads it). */}}
+{{- define "tally.redis.clusterEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: REDIS_NODE_COUNT
+  value: {{ include "tally.redis.clusterSize" . | quote }}
+- name: CLUSTER_REPLICAS
+  value: {{ .Values.redis.cluster.replicasPerMaster | quote }}
+- name: HEADLESS_DOMAIN
+  value: {{ include "tally.redis.domain" . | quote }}
+- name: REDIS_PORT
+  value: {{ .Values.redis.port | quote }}
 - name: REDIS_PASSWORD_FILE
   value: /etc/redis-auth/password
 {{- end -}}

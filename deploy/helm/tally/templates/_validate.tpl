@@ -7,11 +7,20 @@ and the app's own tally.checkGrace, so a bad combination fails `helm template` /
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
 {{- end -}}
-{{- if and .Values.redis.enabled (gt (int .Values.redis.sentinel.quorum) (int .Values.redis.replicas)) -}}
+{{- $mode := include "tally.redis.mode" . -}}
+{{- if and (eq $mode "sentinel") (gt (int .Values.redis.sentinel.quorum) (int .Values.redis.replicas)) -}}
 {{- fail "redis.sentinel.quorum must not exceed redis.replicas" -}}
 {{- end -}}
-{{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) (not .Values.externalRedis.sentinels) -}}
-{{- fail "redis.enabled is false: set externalRedis.url or externalRedis.sentinels" -}}
+{{- if and (eq $mode "external") (not .Values.externalRedis.url) (not .Values.externalRedis.sentinels) (not .Values.externalRedis.cluster.nodes) -}}
+{{- fail "redis.mode is external (or redis.enabled is false): set externalRedis.url, externalRedis.sentinels or externalRedis.cluster.nodes" -}}
+{{- end -}}
+{{- if include "tally.redis.usesCluster" . -}}
+{{- if contains "{" .Values.keyPrefix -}}
+{{- fail "keyPrefix must not contain braces with Redis Cluster: the counter keys carry the id as their hash tag" -}}
+{{- end -}}
+{{- if and .Values.jobs.enabled .Values.jobs.keda.enabled -}}
+{{- fail "jobs.keda.enabled is not supported with Redis Cluster yet (the chart's KEDA trigger is for Sentinel or a single Redis): scale the workers with jobs.replicaCount" -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) -}}
 {{- fail "httpRoute.enabled needs httpRoute.parentRefs (the Gateway to attach to)" -}}
