@@ -252,6 +252,22 @@ mod tests {
         ]);
         assert!(ServeConfig::resolve(&slow, none).is_err());
         assert!(parse_err(&["--wait-replicas", "0"]));
+        // A cluster fails over to replicas too: replicated by default.
+        let cfg = ServeConfig::resolve(&parse(&["--redis-cluster", "n:1"]), none).unwrap();
+        assert!(matches!(cfg.durability, Durability::Replicated { .. }));
+    }
+
+    #[test]
+    fn cluster_mode_refuses_a_counter_prefix_with_braces() {
+        let none = &env_of(&[]);
+        let braced = parse(&["--redis-cluster", "n:1", "--key-prefix", "c{x}:"]);
+        let err = ServeConfig::resolve(&braced, none).unwrap_err();
+        assert!(err.to_string().contains("braces"), "{err}");
+        let plain = parse(&["--redis-cluster", "n:1", "--key-prefix", "c:"]);
+        assert!(ServeConfig::resolve(&plain, none).is_ok());
+        // Elsewhere a brace in the prefix changes nothing.
+        let standalone = parse(&["--redis-url", "redis://h", "--key-prefix", "c{x}:"]);
+        assert!(ServeConfig::resolve(&standalone, none).is_ok());
     }
 
     fn parse_err(flags: &[&str]) -> bool {

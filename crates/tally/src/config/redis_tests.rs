@@ -123,3 +123,41 @@ fn a_key_namespace_is_visible_ascii_without_braces() {
     let default = Cli::try_parse_from(["tally"]).unwrap().redis.key_namespace;
     assert_eq!(default, "tally");
 }
+
+#[test]
+fn cluster_seeds_parse_with_default_port_and_exclude_other_modes() {
+    let StoreConfig::Cluster(t) = store(
+        &[
+            "--redis-cluster",
+            "n1:7000,n2,[::1]:7001",
+            "--redis-password",
+            "cluster-secret",
+        ],
+        &[],
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        t.nodes,
+        vec![
+            ("n1".into(), 7000),
+            ("n2".into(), 6379),
+            ("::1".into(), 7001)
+        ]
+    );
+    assert_eq!(t.auth.db, 0);
+    assert!(!t.tls);
+    let shown = StoreConfig::Cluster(t).to_string();
+    assert!(!shown.contains("cluster-secret"), "{shown}");
+    assert!(shown.contains("nodes=n1:7000,n2:6379"), "{shown}");
+    for other in [["--redis-url", "redis://h"], ["--redis-sentinels", "s1"]] {
+        let mut flags = vec!["--redis-cluster", "n1"];
+        flags.extend(other);
+        assert!(store(&flags, &[]).is_err(), "{other:?}");
+    }
+    // A cluster has database 0 only.
+    assert!(store(&["--redis-cluster", "n1", "--redis-db", "2"], &[]).is_err());
+    assert!(store(&["--redis-cluster", "n1", "--redis-db", "0"], &[]).is_ok());
+    assert!(store(&["--redis-cluster", "n1:x"], &[]).is_err());
+}
