@@ -25,7 +25,7 @@ use tokio::time::{timeout_at, Instant};
 use super::client::{classify, connect, connection_info};
 use super::link::Link;
 use super::slots::{slot, Node, SlotMap};
-use super::{Connection, RedisClient};
+use super::{is_readonly, Connection, RedisClient};
 use crate::config::{ClusterTarget, RedisAuth};
 use crate::store::{StoreError, Unavailable};
 
@@ -163,14 +163,7 @@ impl Cluster {
                 Some(Redirect::Moved(moved, to)) => self.topology.moved(moved, to),
                 Some(Redirect::Ask(to)) => ask = Some(to),
                 Some(Redirect::Later) => tokio::time::sleep(RETRY_PAUSE).await,
-                None if matches!(
-                    err,
-                    StoreError::Unavailable {
-                        kind: Unavailable::ReadOnly,
-                        ..
-                    }
-                ) =>
-                {
+                None if is_readonly(&result) => {
                     // A master demoted under us: the map is stale; nothing ran.
                     link.invalidate_opened_before(Instant::now());
                     self.topology.mark_stale();
