@@ -187,7 +187,7 @@ impl Cluster {
 
     /// Ready when any master answers PING: a shard that is down fails only its own ids, and
     /// every tally pod sees the same cluster, so taking pods out of the Service for it would
-    /// fail every id instead (docs/ha.md).
+    /// fail every id instead (docs/cluster.md).
     pub(super) async fn ping(
         &self,
         client: &RedisClient,
