@@ -44,22 +44,7 @@ done <<'EOF_TABLE'
 3   100 10  Rolling restart of all 6 nodes: replicas, then each master after CLUSTER FAILOVER
 EOF_TABLE
 
-UPDATE_DOCS=0
-SCENARIOS=()
-for arg in "$@"; do
-  case "$arg" in
-    --update-docs) UPDATE_DOCS=1 ;;
-    -h | --help)
-      sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
-      exit 0
-      ;;
-    *)
-      [[ $arg =~ ^[1-9][0-9]*$ && -n ${TITLE[$arg]:-} ]] || { echo "unknown argument: $arg" >&2; exit 2; }
-      SCENARIOS+=("$arg")
-      ;;
-  esac
-done
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=("${ALL[@]}")
+parse_scenario_args 22 "$@"
 
 preflight
 

@@ -26,6 +26,31 @@ compose() {
 }
 d() { "$DOCKER" "$@"; }
 
+# parse_scenario_args HELP_LINES ARGS...: sets UPDATE_DOCS and SCENARIOS (default: every number in
+# ALL) from the harness's arguments; numbers must be rows of TITLE. --help prints lines 2 to
+# HELP_LINES of the calling script.
+# shellcheck disable=SC2034 # UPDATE_DOCS and SCENARIOS are the caller's
+parse_scenario_args() {
+  local help_lines=$1 arg
+  shift
+  UPDATE_DOCS=0
+  SCENARIOS=()
+  for arg in "$@"; do
+    case "$arg" in
+      --update-docs) UPDATE_DOCS=1 ;;
+      -h | --help)
+        sed -n "2,${help_lines}p" "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+      *)
+        [[ $arg =~ ^[1-9][0-9]*$ && -n ${TITLE[$arg]:-} ]] || { echo "unknown argument: $arg" >&2; exit 2; }
+        SCENARIOS+=("$arg")
+        ;;
+    esac
+  done
+  [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=("${ALL[@]}")
+}
+
 # preflight: SKIP (exit 0), or FAIL under CI=true, when this machine cannot run the harness
 preflight() {
   if [ "$(id -u)" -ne 0 ] && ! sudo -n true 2>/dev/null; then

@@ -59,22 +59,7 @@ done <<'EOF_TABLE'
 15  75  refuse   -   A flapping partition of the master: six short cuts, two long ones
 EOF_TABLE
 
-UPDATE_DOCS=0
-SCENARIOS=()
-for arg in "$@"; do
-  case "$arg" in
-    --update-docs) UPDATE_DOCS=1 ;;
-    -h | --help)
-      sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
-      exit 0
-      ;;
-    *)
-      [[ $arg =~ ^[1-9][0-9]*$ && -n ${TITLE[$arg]:-} ]] || { echo "unknown argument: $arg" >&2; exit 2; }
-      SCENARIOS+=("$arg")
-      ;;
-  esac
-done
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=("${ALL[@]}")
+parse_scenario_args 26 "$@"
 
 preflight
 
