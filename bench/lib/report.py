@@ -28,6 +28,11 @@ LABELS = {
     "redis-incr-P16": "redis-benchmark -t incr -P 16",
 }
 ORDER = list(LABELS)
+WORKLOADS = {
+    "hot": "One hot id",
+    "uniform": "Ids uniform over 1,000,000",
+    "zipf": "Zipf-like ids (s = 0.9 over 1,000,000: 1 % of the ids take 50.7 % of the requests)",
+}
 PEERS = ["webdis", "node"]
 TALLY = ["tally-memory", "tally-redis", "tally-sentinel", "tally-cluster-1", "tally-cluster-3",
          "tally-redis-2t", "tally-redis-infolog"]
@@ -57,6 +62,10 @@ def derive(rec):
         rec["redis_cpu_per_10k"] = rec["redis_cpu_s"] * per
         rec["load_cpu_per_10k"] = rec["load_cpu_s"] * per
         rec["rss_peak_mb"] = rec["rss_peak_kb"] / 1024
+        rec.setdefault("workload", "hot")
+        if rec.get("redis_reads") and ok:
+            rec["redis_reads_per_req"] = rec["redis_reads"] / ok
+            rec["redis_writes_per_req"] = rec["redis_writes"] / ok
         if rec["target"] == "nginx" or rec.get("counter") is None:
             rec["check"] = None
         else:
@@ -68,6 +77,7 @@ def derive(rec):
             rec["check"] = {"low": lo, "high": hi, "counter": rec["counter"],
                             "ok": ok > 0 and lo <= rec["counter"] <= hi}
     elif rec["kind"] == "redis-benchmark":
+        rec["workload"] = "hot"
         f = rec["csv"].split(",")
         rec["rps"] = float(f[1])
         rec["p50_ms"] = float(f[4])
@@ -89,7 +99,7 @@ def kreq(v):
 
 def line(path):
     rec = derive(load(path)[-1])
-    name = f"[r{rec['round']} c={rec['conc']}] {rec['target']:<20}"
+    name = f"[r{rec['round']} c={rec['conc']} {rec['workload']:<7}] {rec['target']:<20}"
     if rec["kind"] == "redis-benchmark":
         print(f"{name} {rec['rps']:>9.0f} req/s  p99 {rec['p99_ms']:.2f} ms  "
               f"Redis CPU/10k {rec['redis_cpu_per_10k']:.3f} s  (-P {rec['pipeline']})")
@@ -101,7 +111,9 @@ def line(path):
     extra += f"  socket errors {rec['socket_errors']}" if rec["socket_errors"] else ""
     print(f"{name} {rec['rps']:>9.0f} req/s  p50 {rec['p50_ms']:.2f} ms  p99 {rec['p99_ms']:.2f} ms  "
           f"CPU/10k {rec['server_cpu_per_10k']:.3f} s  Redis/10k {rec['redis_cpu_per_10k']:.3f} s  "
-          f"RSS {rec['rss_peak_mb']:.1f} MB  count {verdict}{extra}")
+          f"RSS {rec['rss_peak_mb']:.1f} MB  count {verdict}{extra}"
+          + (f"  Redis reads/writes per req {rec['redis_reads_per_req']:.3f}/"
+             f"{rec['redis_writes_per_req']:.3f}" if "redis_reads_per_req" in rec else ""))
     return 0
 
 
@@ -110,17 +122,17 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def summarise(records):
-    """Medians over rounds per (target, concurrency); RSS is the maximum."""
+def summarise(records, workload):
+    """Medians over rounds per (target, concurrency) of one workload; RSS is the maximum."""
     groups = {}
     for r in records:
-        if r["kind"] in ("wrk", "redis-benchmark"):
+        if r["kind"] in ("wrk", "redis-benchmark") and r["workload"] == workload:
             groups.setdefault((r["target"], r["conc"]), []).append(r)
     out = {}
     for (target, conc), rs in groups.items():
         s = {"rounds": len(rs)}
         for key in ("rps", "p50_ms", "p99_ms", "server_cpu_per_10k", "redis_cpu_per_10k",
-                    "load_cpu_per_10k"):
+                    "load_cpu_per_10k", "redis_reads_per_req", "redis_writes_per_req"):
             if key in rs[0]:
                 s[key] = median([r[key] for r in rs])
         s["rps_best"] = max(r["rps"] for r in rs)
@@ -137,74 +149,55 @@ def summarise(records):
     return out
 
 
-def evaluate(summary, concs, records):
-    """The targets of issue 9, as ratios of this run's medians, with the same ratio within each
-    round beside it (a round's targets run within a minute or two of each other, so the per-round
-    ratios show how much of a verdict is noise)."""
+def evaluate(summary, concs, records, workload):
+    """The targets of issue 19 on one workload, as ratios of this run's medians, with the same
+    ratio within each round beside it (a round's targets run within a minute or two of each
+    other, so the per-round ratios show how much of a verdict is noise)."""
     targets = []
     by_round = {}
     for r in records:
-        if r["kind"] == "wrk":
+        if r["kind"] == "wrk" and r["workload"] == workload:
             by_round.setdefault(r["round"], {})[(r["target"], r["conc"])] = r
 
     def get(t, c, k):
         return summary.get(t, {}).get(c, {}).get(k)
 
-    def rounds(c, f):
-        """f(lookup) per round, where lookup(target, key) reads that round's record."""
+    def rounds(c, a, b, key):
+        """a's key ÷ b's key within each round."""
         out = []
         for _, rs in sorted(by_round.items()):
-            def lookup(t, k, rs=rs):
-                return rs.get((t, c), {}).get(k)
-            try:
-                out.append(f(lookup))
-            except (TypeError, ValueError, ZeroDivisionError):
-                pass
+            x, y = rs.get((a, c), {}).get(key), rs.get((b, c), {}).get(key)
+            if x and y:
+                out.append(x / y)
         return out
 
     def add(name, conc, value, need, op, detail, per_round=()):
         met = None if value is None else (value >= need if op == ">=" else value <= need)
-        targets.append({"target": name, "conc": conc, "value": value, "need": f"{op} {need}",
-                        "met": met, "detail": detail, "per_round": list(per_round)})
+        targets.append({"workload": workload, "target": name, "conc": conc, "value": value,
+                        "need": f"{op} {need}", "met": met, "detail": detail,
+                        "per_round": list(per_round)})
+
+    def ratio(name, c, a, b, key, need, op, unit):
+        x, y = get(a, c, key), get(b, c, key)
+        if x and y:
+            add(name, c, x / y, need, op, f"{x:{unit}} vs {y:{unit}}", rounds(c, a, b, key))
 
     for c in concs:
-        tally = get("tally-redis", c, "rps")
-        peers = {p: get(p, c, "rps") for p in PEERS if get(p, c, "rps")}
-        if tally and peers:
-            best = max(peers, key=peers.get)
-            add("tally on Redis ≥ 1.5× the fastest Redis-backed peer", c, tally / peers[best],
-                1.5, ">=", f"{tally:.0f} vs {best} {peers[best]:.0f} req/s",
-                rounds(c, lambda g: g("tally-redis", "rps") / max(
-                    g(p, "rps") for p in PEERS if g(p, "rps"))))
-        p99 = get("tally-redis", c, "p99_ms")
-        peer_p99 = {p: get(p, c, "p99_ms") for p in PEERS if get(p, c, "p99_ms")}
-        if p99 and peer_p99:
-            best = min(peer_p99, key=peer_p99.get)
-            add("tally p99 ≤ the lowest peer p99", c, p99 / peer_p99[best], 1.0, "<=",
-                f"{p99:.2f} ms vs {best} {peer_p99[best]:.2f} ms",
-                rounds(c, lambda g: g("tally-redis", "p99_ms") / min(
-                    g(p, "p99_ms") for p in PEERS if g(p, "p99_ms"))))
-        cpu, wcpu = get("tally-redis", c, "server_cpu_per_10k"), get("webdis", c, "server_cpu_per_10k")
-        if cpu and wcpu:
-            add("tally server CPU per 10k ≤ 0.5× webdis's", c, cpu / wcpu, 0.5, "<=",
-                f"{cpu:.3f} s vs webdis {wcpu:.3f} s",
-                rounds(c, lambda g: g("tally-redis", "server_cpu_per_10k")
-                       / g("webdis", "server_cpu_per_10k")))
-        mem = get("tally-memory", c, "rps")
-        if tally and mem:
-            add("tally on Redis ≥ 0.8× tally on the memory store", c, tally / mem, 0.8, ">=",
-                f"{tally:.0f} vs {mem:.0f} req/s",
-                rounds(c, lambda g: g("tally-redis", "rps") / g("tally-memory", "rps")))
-        repl = get("tally-sentinel", c, "rps")
-        if tally and repl:
-            add("replicated durability ≥ 0.5× async", c, repl / tally, 0.5, ">=",
-                f"{repl:.0f} vs {tally:.0f} req/s",
-                rounds(c, lambda g: g("tally-sentinel", "rps") / g("tally-redis", "rps")))
-    for t in TALLY:
-        rss = [s["rss_peak_mb"] for s in summary.get(t, {}).values() if "rss_peak_mb" in s]
-        if rss:
-            add(f"RSS ≤ {RSS_LIMIT_MB} MB under load ({t})", None, max(rss), RSS_LIMIT_MB, "<=",
-                f"peak {max(rss):.1f} MB")
+        ratio("tally on Redis ≥ 0.85× tally on the memory store", c, "tally-redis",
+              "tally-memory", "rps", 0.85, ">=", ".0f")
+        ratio("tally on Redis ≥ 1.2× webdis", c, "tally-redis", "webdis", "rps", 1.2, ">=", ".0f")
+        ratio("tally on Redis p99 ≤ webdis's p99", c, "tally-redis", "webdis", "p99_ms", 1.0,
+              "<=", ".2f")
+        ratio("tally on Redis server CPU per request ≤ 1.6× nginx's constant", c, "tally-redis",
+              "nginx", "server_cpu_per_10k", 1.6, "<=", ".3f")
+        ratio("replicated durability ≥ 0.5× async", c, "tally-sentinel", "tally-redis", "rps",
+              0.5, ">=", ".0f")
+    if workload == "hot":
+        for t in TALLY:
+            rss = [s["rss_peak_mb"] for s in summary.get(t, {}).values() if "rss_peak_mb" in s]
+            if rss:
+                add(f"RSS ≤ {RSS_LIMIT_MB} MB under load ({t})", None, max(rss), RSS_LIMIT_MB,
+                    "<=", f"peak {max(rss):.1f} MB")
     return targets
 
 
@@ -233,7 +226,7 @@ def other_ratios(summary, concs):
     return out
 
 
-def markdown(args, summary, targets, ratios, records, failures, concs):
+def markdown(args, summaries, workloads, targets, ratios, records, failures, concs):
     rounds = args.rounds
     lines = [
         "# Benchmark results",
@@ -257,27 +250,36 @@ def markdown(args, summary, targets, ratios, records, failures, concs):
         "within this run. How to read it: bench/README.md.",
         "",
     ]
-    for c in concs:
-        lines += [f"## HTTP, c={c}", "",
-                  "| target | req/s | best round | p50 ms | p99 ms | server CPU s/10k "
-                  "| Redis CPU s/10k | wrk CPU s/10k | peak RSS MB | counter check |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-        for t in ORDER:
-            s = summary.get(t, {}).get(c)
-            if not s or "rss_peak_mb" not in s:
+    for w in workloads:
+        for c in concs:
+            if not any(c in per for per in summaries[w].values()):
                 continue
-            if s["counter_checks"]:
-                check = f"{s['counter_checks_passed']}/{s['counter_checks']} ok"
-            else:
-                check = "n/a (constant)"
-            if s["non2xx"] or s["socket_errors"]:
-                check += f"; {s['non2xx']} non-2xx, {s['socket_errors']} socket errors"
-            lines.append(
-                f"| {LABELS[t]} | {kreq(s['rps'])} | {kreq(s['rps_best'])} | {fmt(s['p50_ms'])} "
-                f"| {fmt(s['p99_ms'])} "
-                f"| {fmt(s['server_cpu_per_10k'], 3)} | {fmt(s['redis_cpu_per_10k'], 3)} "
-                f"| {fmt(s['load_cpu_per_10k'], 3)} | {fmt(s['rss_peak_mb'], 1)} | {check} |")
-        lines.append("")
+            lines += [f"## {WORKLOADS[w]}, c={c}", "",
+                      "| target | req/s | best round | p50 ms | p99 ms | server CPU s/10k "
+                      "| Redis CPU s/10k | wrk CPU s/10k | Redis reads / writes per request "
+                      "| peak RSS MB | counter check |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            for t in ORDER:
+                s = summaries[w].get(t, {}).get(c)
+                if not s or "rss_peak_mb" not in s:
+                    continue
+                if s["counter_checks"]:
+                    check = f"{s['counter_checks_passed']}/{s['counter_checks']} ok"
+                else:
+                    check = "n/a (constant)"
+                if s["non2xx"] or s["socket_errors"]:
+                    check += f"; {s['non2xx']} non-2xx, {s['socket_errors']} socket errors"
+                events = "–"
+                if s.get("redis_reads_per_req") is not None:
+                    events = f"{s['redis_reads_per_req']:.3f} / {s['redis_writes_per_req']:.3f}"
+                lines.append(
+                    f"| {LABELS[t]} | {kreq(s['rps'])} | {kreq(s['rps_best'])} "
+                    f"| {fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} "
+                    f"| {fmt(s['server_cpu_per_10k'], 3)} | {fmt(s['redis_cpu_per_10k'], 3)} "
+                    f"| {fmt(s['load_cpu_per_10k'], 3)} | {events} | {fmt(s['rss_peak_mb'], 1)} "
+                    f"| {check} |")
+            lines.append("")
+    summary = summaries.get("hot", {})
     lines += ["## Redis ceilings (redis-benchmark on the same Redis)", "",
               "| run | c | req/s | p50 ms | p99 ms | Redis CPU s/10k | redis-benchmark CPU s/10k |",
               "|---|---:|---:|---:|---:|---:|---:|"]
@@ -286,15 +288,15 @@ def markdown(args, summary, targets, ratios, records, failures, concs):
             lines.append(f"| {LABELS[t]} | {c} | {kreq(s['rps'])} | {fmt(s['p50_ms'])} "
                          f"| {fmt(s['p99_ms'])} | {fmt(s['redis_cpu_per_10k'], 3)} "
                          f"| {fmt(s['load_cpu_per_10k'], 3)} |")
-    lines += ["", "## Targets (issue 9)", "",
+    lines += ["", "## Targets (issue 19)", "",
               "Ratios of the medians decide; the same ratio within each round is shown beside it.",
               "",
-              "| target | c | this run (medians) | per round | needed | met |",
-              "|---|---:|---:|---:|---:|---|"]
+              "| workload | target | c | this run (medians) | per round | needed | met |",
+              "|---|---|---:|---:|---:|---:|---|"]
     for t in targets:
         met = {True: "**met**", False: "not met", None: "–"}[t["met"]]
         per_round = " / ".join(fmt(v) for v in t["per_round"]) or "–"
-        lines.append(f"| {t['target']} | {t['conc'] or 'all'} | {fmt(t['value'])} "
+        lines.append(f"| {t['workload']} | {t['target']} | {t['conc'] or 'all'} | {fmt(t['value'])} "
                      f"({t['detail']}) | {per_round} | {t['need']} | {met} |")
     if ratios:
         lines += ["", "## Other ratios", "", "| ratio | c | value |", "|---|---:|---:|"]
@@ -318,18 +320,19 @@ def markdown(args, summary, targets, ratios, records, failures, concs):
 def report(args):
     records = [derive(r) for r in load(args.raw)]
     concs = sorted({r["conc"] for r in records if r["kind"] == "wrk"})
-    summary = summarise(records)
-    targets = evaluate(summary, concs, records)
-    ratios = other_ratios(summary, concs)
+    workloads = [w for w in WORKLOADS if any(r.get("workload") == w for r in records)]
+    summaries = {w: summarise(records, w) for w in workloads}
+    targets = [t for w in workloads for t in evaluate(summaries[w], concs, records, w)]
+    ratios = other_ratios(summaries.get("hot", {}), concs)
     failures = []
     for r in records:
         if r["kind"] == "sanity" and not r["ok"]:
             failures.append(f"{r['target']}: two GETs answered {r['first']!r} then {r['second']!r}")
         if r["kind"] == "wrk" and r["check"] is not None and not r["check"]["ok"]:
             c = r["check"]
-            failures.append(f"{r['target']} c={r['conc']} round {r['round']}: counter "
+            failures.append(f"{r['target']} {r['workload']} c={r['conc']} round {r['round']}: counter "
                             f"{c['counter']} outside [{c['low']}, {c['high']}]")
-    md = markdown(args, summary, targets, ratios, records, failures, concs)
+    md = markdown(args, summaries, workloads, targets, ratios, records, failures, concs)
     with open(f"{args.out}/results.md", "w") as f:
         f.write(md)
     doc = {
@@ -343,7 +346,8 @@ def report(args):
                      "warmup_s": args.warmup, "rounds": args.rounds, "wrk_threads": 2,
                      "concurrency": concs},
         "labels": LABELS,
-        "summary": {t: {str(c): s for c, s in cs.items()} for t, cs in summary.items()},
+        "summary": {w: {t: {str(c): s for c, s in cs.items()} for t, cs in summaries[w].items()}
+                    for w in workloads},
         "targets": targets,
         "ratios": ratios,
         "correctness": {"ok": not failures, "failures": failures},

@@ -74,6 +74,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     ("tally_wait_timeouts_total", Kind::Counter, "WAIT calls that returned before enough replicas confirmed (their increments got 503)"),
     ("tally_group_commit_batch_size", Kind::Histogram, "Increments covered by one WAIT"),
     ("tally_idempotent_replays_total", Kind::Counter, "Requests answered from an earlier request with the same Idempotency-Key"),
+    ("tally_combined_increments_total", Kind::Counter, "Increments that rode in another request's INCRBY of the same counter (hot-id combining)"),
     ("tally_build_info", Kind::Gauge, "Always 1; the version label names the running build"),
     ("tally_connections_open", Kind::Gauge, "Connections open, by listener (public, admin)"),
     ("tally_connections_refused_total", Kind::Counter, "Connections answered 503 and closed at once because the listener's cap was reached"),
@@ -260,6 +261,10 @@ pub fn dependency_up(gauge: &'static str, up: bool) {
 
 pub fn idempotent_replay() {
     counter!("tally_idempotent_replays_total").increment(1);
+}
+
+pub fn combined_increments(n: u64) {
+    counter!("tally_combined_increments_total").increment(n);
 }
 
 pub fn master_change() {

@@ -11,7 +11,7 @@ use super::health::Health;
 use super::lifecycle::{serve_until, Listeners};
 use super::router::{admin_router, public_router, Features};
 use crate::config::ServeConfig;
-use crate::counters::{Counters, CountersApi, MemoryCounters};
+use crate::counters::{Counters, CountersApi, MemoryCounters, RedisCounters};
 use crate::fib::submissions::Submissions;
 use crate::fib::FibApi;
 use crate::guestbook::{Guestbook, GuestbookApi, MemoryMessages};
@@ -39,10 +39,16 @@ impl Server {
         // One client, so counters, messages and jobs share one connection (and one WAIT).
         let redis = RedisClient::from_config(&config.store, keys, config.durability);
         let (counters, guestbook) = match &redis {
-            Some(r) => (Counters::Redis(r.clone()), Guestbook::Redis(r.clone())),
+            Some(r) => (
+                Counters::Redis(RedisCounters::new(r.clone())),
+                Guestbook::Redis(r.clone()),
+            ),
             None => (
-                Counters::Memory(MemoryCounters::new()),
-                Guestbook::Memory(MemoryMessages::new(config.message_retention)),
+                Counters::Memory(MemoryCounters::with_limit(config.memory_max_entries)),
+                Guestbook::Memory(MemoryMessages::with_limits(
+                    config.message_retention,
+                    config.memory_max_entries,
+                )),
             ),
         };
         let database = match &config.database {

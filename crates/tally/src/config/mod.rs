@@ -49,6 +49,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_MESSAGE_RETENTION", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub message_retention: u64,
 
+    /// Without Redis: how many counters (and idempotency records) the memory store holds before
+    /// it refuses new ones with 507, as a Redis at maxmemory would.
+    #[arg(long, env = "TALLY_MEMORY_MAX_ENTRIES", default_value_t = crate::store::MAX_ENTRIES as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_max_entries: u64,
+
     /// Postgres for Fibonacci job submissions: postgres://user@host:5432/db. Without it the
     /// job routes answer 503; counters and messages do not need it.
     #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true)]
@@ -94,6 +99,7 @@ pub struct ServeConfig {
     pub key_prefix: String,
     pub messages_key: Option<String>,
     pub message_retention: u64,
+    pub memory_max_entries: usize,
     pub database: Option<DatabaseConfig>,
     pub fib_max_index: u32,
     pub request_timeout: Duration,
@@ -142,6 +148,7 @@ impl ServeConfig {
             key_prefix: args.key_prefix.clone(),
             messages_key: args.messages_key.clone(),
             message_retention: args.message_retention,
+            memory_max_entries: usize::try_from(args.memory_max_entries).unwrap_or(usize::MAX),
             database: match &args.database_url {
                 Some(url) if !url.is_empty() => Some(DatabaseConfig {
                     url: Secret::new(url.clone()),

@@ -2,6 +2,7 @@
 //! memory store or on Redis (standalone or behind Sentinel). An ambiguous failure (the command
 //! may or may not have run) is reported as unavailable, never retried blindly.
 
+mod combine;
 mod id;
 mod memory;
 mod redis;
@@ -12,9 +13,9 @@ use std::time::Duration;
 
 pub use self::id::{CounterId, InvalidId, MAX_ID_BYTES};
 pub use self::memory::MemoryCounters;
+pub use self::redis::RedisCounters;
 pub use self::routes::routes;
 
-use crate::redis::RedisClient;
 use crate::store::{Idempotency, StoreError};
 
 /// Result of an increment.
@@ -31,7 +32,7 @@ pub struct Incremented {
 #[derive(Clone)]
 pub enum Counters {
     Memory(MemoryCounters),
-    Redis(RedisClient),
+    Redis(RedisCounters),
 }
 
 impl Counters {

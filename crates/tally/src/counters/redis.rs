@@ -1,11 +1,69 @@
-//! Counters on Redis: `INCR`, or a Lua script when an Idempotency-Key comes along.
+//! Counters on Redis: `INCR` (or `INCRBY n` for increments combined by `combine.rs`), or a Lua
+//! script when an Idempotency-Key comes along.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use super::combine::Batches;
 use super::Incremented;
 use crate::redis::RedisClient;
 use crate::store::{Idempotency, StoreError};
+
+/// The counters of one Redis client, with the batches of their hot ids.
+#[derive(Clone)]
+pub struct RedisCounters {
+    redis: RedisClient,
+    batches: Arc<Batches>,
+}
+
+impl RedisCounters {
+    pub fn new(redis: RedisClient) -> Self {
+        Self {
+            redis,
+            batches: Arc::default(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.redis.kind()
+    }
+
+    /// Plain increments of one id combine (see `combine.rs`); Idempotency-Keyed ones stay
+    /// separate, each with its own record.
+    pub async fn incr(
+        &self,
+        id: &str,
+        idem: Option<Idempotency<'_>>,
+        deadline: Duration,
+    ) -> Result<Incremented, StoreError> {
+        let counter = self.redis.keys().counter(id);
+        let Some(idem) = idem else {
+            let started = std::time::Instant::now();
+            let key = counter.clone();
+            let count = self
+                .batches
+                .incr(key, |n| {
+                    let left = deadline.saturating_sub(started.elapsed());
+                    self.redis.incr_by(&counter, n, left)
+                })
+                .await?;
+            return Ok(Incremented {
+                count,
+                replayed: false,
+            });
+        };
+        // Boxed: the script's future is large and rare; inline, every INCR would move its space.
+        Box::pin(self.redis.incr_idempotent(id, counter, idem, deadline)).await
+    }
+
+    pub async fn get(&self, id: &str, deadline: Duration) -> Result<i64, StoreError> {
+        self.redis.get(id, deadline).await
+    }
+
+    pub async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
+        self.redis.ping(deadline).await
+    }
+}
 
 /// Increment with an idempotency record, atomically. Returns {count, first_id, replayed}.
 /// KEYS[1] counter, KEYS[2] reply record; ARGV[1] id, ARGV[2] window in seconds.
@@ -31,43 +89,33 @@ return {n, ARGV[1], 0}
 /// an existing counter included, though that INCR needs no new memory (Redis changes an integer
 /// in place). `allow-oom` (Redis 7+) lets this script run anyway; it never creates a key, so the
 /// store grows by nothing while existing counters keep counting and new ids are refused.
-/// KEYS[1] counter.
+/// KEYS[1] counter; ARGV[1] how much to add.
 static INCR_EXISTING: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"#!lua flags=allow-oom
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-return redis.call('INCR', KEYS[1])
+return redis.call('INCRBY', KEYS[1], ARGV[1])
 ",
     )
 });
 
 impl RedisClient {
-    pub async fn incr(
-        &self,
-        id: &str,
-        idem: Option<Idempotency<'_>>,
-        deadline: Duration,
-    ) -> Result<Incremented, StoreError> {
-        let counter = self.keys().counter(id);
-        let Some(idem) = idem else {
-            let started = std::time::Instant::now();
-            let mut cmd = redis::cmd("INCR");
-            cmd.arg(&counter);
-            let count = match self.query("incr", &counter, true, deadline, cmd).await {
-                // Refused before it ran: only a new id needs room (see INCR_EXISTING).
-                Err(StoreError::Full) => {
-                    let left = deadline.saturating_sub(started.elapsed());
-                    Box::pin(self.incr_existing(counter, left)).await?
-                }
-                other => other?,
-            };
-            return Ok(Incremented {
-                count,
-                replayed: false,
-            });
-        };
-        // Boxed: the script's future is large and rare; inline, every INCR would move its space.
-        Box::pin(self.incr_idempotent(id, counter, idem, deadline)).await
+    /// Adds `n` to `counter`: `INCR` for one, `INCRBY` for a combined batch.
+    async fn incr_by(&self, counter: &str, n: i64, deadline: Duration) -> Result<i64, StoreError> {
+        let started = std::time::Instant::now();
+        let mut cmd = redis::cmd(if n == 1 { "INCR" } else { "INCRBY" });
+        cmd.arg(counter);
+        if n != 1 {
+            cmd.arg(n);
+        }
+        match self.query("incr", counter, true, deadline, cmd).await {
+            // Refused before it ran: only a new id needs room (see INCR_EXISTING).
+            Err(StoreError::Full) => {
+                let left = deadline.saturating_sub(started.elapsed());
+                Box::pin(self.incr_existing(counter.to_owned(), n, left)).await
+            }
+            other => other,
+        }
     }
 
     async fn incr_idempotent(
@@ -128,18 +176,23 @@ impl RedisClient {
         }
     }
 
-    async fn incr_existing(&self, counter: String, deadline: Duration) -> Result<i64, StoreError> {
+    async fn incr_existing(
+        &self,
+        counter: String,
+        n: i64,
+        deadline: Duration,
+    ) -> Result<i64, StoreError> {
         let route = counter.clone();
         let count: Option<i64> = self
             .run("incr_existing", &route, true, deadline, move |mut c| {
                 let counter = counter.clone();
-                async move { INCR_EXISTING.key(counter).invoke_async(&mut c).await }
+                async move { INCR_EXISTING.key(counter).arg(n).invoke_async(&mut c).await }
             })
             .await?;
         count.ok_or(StoreError::Full)
     }
 
-    pub async fn get(&self, id: &str, deadline: Duration) -> Result<i64, StoreError> {
+    async fn get(&self, id: &str, deadline: Duration) -> Result<i64, StoreError> {
         let mut cmd = redis::cmd("GET");
         let counter = self.keys().counter(id);
         cmd.arg(&counter);

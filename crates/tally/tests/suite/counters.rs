@@ -9,6 +9,7 @@ use futures::stream::{self, StreamExt};
 on_every_store!(
     sequential_counts,
     concurrent_increments_are_exact_and_distinct,
+    racing_increments_of_one_id_answer_exactly_one_to_n,
     both_routes_share_one_counter,
     read_endpoint_does_not_increment,
     bad_ids_get_400_with_json,
@@ -58,6 +59,44 @@ async fn concurrent_increments_are_exact_and_distinct(backend: Backend) {
         assert_eq!(counts.iter().copied().max(), Some(100), "{id}");
         let (_, body) = f.app.json(&format!("/api/v1/counters/{id}")).await;
         assert_eq!(body["count"], 100, "{id}");
+    }
+}
+
+/// Thousands of increments of one id at once: on Redis they combine into `INCRBY n` batches
+/// (counters/combine.rs), and still every answer is distinct and the answers are exactly 1…N.
+/// Every tenth carries its own Idempotency-Key and so runs on its own, between the batches.
+async fn racing_increments_of_one_id_answer_exactly_one_to_n(backend: Backend) {
+    const N: i64 = 4000;
+    let f = fixture(backend).await;
+    let mut answers: Vec<i64> = stream::iter(0..N)
+        .map(|n| {
+            let app = &f.app;
+            async move {
+                let response = if n % 10 == 0 {
+                    app.get_with_header("/hot", "idempotency-key", &format!("race-{n}"))
+                        .await
+                } else {
+                    app.get("/hot").await
+                };
+                assert_eq!(response.status(), 200);
+                let body: serde_json::Value = response.json().await.unwrap();
+                body["count"].as_i64().unwrap()
+            }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    answers.sort_unstable();
+    assert_eq!(answers, (1..=N).collect::<Vec<_>>());
+    assert_eq!(f.app.json("/api/v1/counters/hot").await.1["count"], N);
+    if !matches!(backend, Backend::Memory) {
+        let metrics = f.app.metrics_text().await;
+        let combined: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tally_combined_increments_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        assert!(combined > 0.0, "no increments were combined:\n{metrics}");
     }
 }
 

@@ -84,6 +84,7 @@ pub fn test_config() -> ServeConfig {
         key_prefix: "count:".into(),
         messages_key: None,
         message_retention: 10_000,
+        memory_max_entries: 100_000,
         database: None,
         fib_max_index: 10_000,
         request_timeout: Duration::from_secs(2),
