@@ -16,6 +16,7 @@ import sys
 LABELS = {
     "nginx": "nginx, constant body (HTTP ceiling)",
     "tally-memory": "tally, memory store",
+    "tally-redis-before": "tally, Redis (async), before (TALLY_BEFORE_BIN)",
     "tally-redis": "tally, Redis (async)",
     "tally-sentinel": "tally, Sentinel (replicated: WAIT 1)",
     "tally-cluster-1": "tally, Redis Cluster of 1 master (async)",
@@ -34,7 +35,7 @@ WORKLOADS = {
     "zipf": "Zipf-like ids (s = 0.9 over 1,000,000: 1 % of the ids take 50.7 % of the requests)",
 }
 PEERS = ["webdis", "node"]
-TALLY = ["tally-memory", "tally-redis", "tally-sentinel", "tally-cluster-1", "tally-cluster-3",
+TALLY = ["tally-memory", "tally-redis-before", "tally-redis", "tally-sentinel", "tally-cluster-1", "tally-cluster-3",
          "tally-redis-2t", "tally-redis-infolog"]
 RSS_LIMIT_MB = 32
 

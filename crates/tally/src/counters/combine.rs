@@ -12,7 +12,7 @@
 //! sent it cancelled), every request of the batch gets that error (a 503), never a partial
 //! answer. Increments that never reached a command (still queued) are handed on, not failed.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -31,9 +31,13 @@ enum Turn {
 }
 
 /// Counters with a command in flight, each with the increments queued behind it.
+/// Keys are counter keys as clients choose them: foldhash is seeded per process, so ids cannot be
+/// chosen to collide in advance, and a collision would cost time, never a wrong count.
+type Queued = HashMap<String, Vec<Waiter>, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 pub struct Batches {
-    queued: Mutex<HashMap<String, Vec<Waiter>>>,
+    queued: Mutex<Queued>,
 }
 
 impl Batches {
@@ -49,14 +53,15 @@ impl Batches {
         // request's future !Send).
         let joined = {
             let mut queued = self.lock();
-            match queued.get_mut(&key) {
-                Some(waiting) => {
+            match queued.entry(key) {
+                Entry::Occupied(mut waiting) => {
                     let (tx, rx) = oneshot::channel();
-                    waiting.push(tx);
+                    waiting.get_mut().push(tx);
                     Err(rx)
                 }
-                None => {
-                    queued.insert(key.clone(), Vec::new());
+                Entry::Vacant(slot) => {
+                    let key = slot.key().clone();
+                    slot.insert(Vec::new());
                     Ok(Batch::new(self.clone(), key))
                 }
             }
@@ -74,21 +79,22 @@ impl Batches {
         batch.run(&send).await
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<Waiter>>> {
+    fn lock(&self) -> MutexGuard<'_, Queued> {
         self.queued.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The batch of `key` is done: the increments that never ran (`pending`, then those queued
     /// since) go to the first of them that still waits, who sends them as the next batch.
-    fn hand_over(self: &Arc<Self>, mut key: String, mut pending: Vec<Waiter>) {
+    fn hand_over(self: &Arc<Self>, key: String, mut pending: Vec<Waiter>) {
         let mut queued = self.lock();
-        let Some(waiting) = queued.get_mut(&key) else {
+        let Entry::Occupied(mut waiting) = queued.entry(key) else {
             return;
         };
-        pending.append(waiting);
+        pending.append(waiting.get_mut());
+        // One lookup on the common path: nobody queued, the entry goes.
         while !pending.is_empty() {
             let next = pending.remove(0);
-            let mut batch = Batch::new(self.clone(), key);
+            let mut batch = Batch::new(self.clone(), waiting.key().clone());
             batch.followers = pending;
             match next.send(Turn::Lead(batch)) {
                 // The entry stays: the new batch is about to be in flight.
@@ -97,12 +103,11 @@ impl Batches {
                 Err(Turn::Lead(mut gone)) => {
                     gone.armed = false;
                     pending = std::mem::take(&mut gone.followers);
-                    key = std::mem::take(&mut gone.key);
                 }
                 Err(Turn::Answer(_)) => unreachable!("a batch was sent"),
             }
         }
-        queued.remove(&key);
+        waiting.remove();
     }
 }
 
