@@ -50,8 +50,9 @@ pub struct ServeArgs {
     pub message_retention: u64,
 
     /// Without Redis: how many counters (and idempotency records) the memory store holds before
-    /// it refuses new ones with 507, as a Redis at maxmemory would.
-    #[arg(long, env = "TALLY_MEMORY_MAX_ENTRIES", default_value_t = crate::store::MAX_ENTRIES as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    /// it refuses new ones with 507, as a Redis at maxmemory would. (The default is also
+    /// `store::MAX_ENTRIES`, which config, a leaf module, may not import.)
+    #[arg(long, env = "TALLY_MEMORY_MAX_ENTRIES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub memory_max_entries: u64,
 
     /// Postgres for Fibonacci job submissions: postgres://user@host:5432/db. Without it the
