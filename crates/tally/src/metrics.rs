@@ -10,6 +10,9 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+pub mod baseline;
+pub use baseline::Tier;
+
 /// Latency buckets in seconds: sub-millisecond Redis round trips up to the request deadline.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -36,6 +39,13 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// The handle of a process of `tier`, with the tier's series registered at 0 (`baseline`).
+pub fn handle_for(tier: Tier) -> PrometheusHandle {
+    let handle = handle();
+    baseline::register(tier);
+    handle
 }
 
 /// What a metric is, for its `# TYPE` line.
@@ -247,6 +257,7 @@ pub fn cluster_shard_command(shard: u16, ok: bool) {
 }
 
 pub fn cluster_redirect(kind: &'static str) {
+    debug_assert!(baseline::REDIRECT_KINDS.contains(&kind), "{kind}");
     counter!("tally_cluster_redirects_total", "kind" => kind).increment(1);
 }
 
@@ -280,6 +291,7 @@ pub fn group_commit(batch: usize) {
 }
 
 pub fn job(outcome: &'static str) {
+    debug_assert!(baseline::JOB_OUTCOMES.contains(&outcome), "{outcome}");
     counter!("tally_jobs_total", "outcome" => outcome).increment(1);
 }
 
@@ -302,6 +314,7 @@ pub fn connection_refused(listener: &'static str) {
 }
 
 pub fn connection_closed(listener: &'static str, reason: &'static str) {
+    debug_assert!(baseline::CLOSE_REASONS.contains(&reason), "{reason}");
     counter!("tally_connections_closed_total", "listener" => listener, "reason" => reason)
         .increment(1);
 }

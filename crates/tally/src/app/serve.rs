@@ -86,7 +86,7 @@ impl Server {
             config,
             features,
             health: Health::new("store", "tally_store_up"),
-            metrics: crate::metrics::handle(),
+            metrics: crate::metrics::handle_for(crate::metrics::Tier::Serve),
             public,
             admin,
         })

@@ -84,7 +84,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
     let admin_app = admin::router(AdminState {
         health: health.clone(),
-        metrics: crate::metrics::handle(),
+        metrics: crate::metrics::handle_for(crate::metrics::Tier::Worker),
         dependency: ("store", writer.kind().to_owned()),
     });
     let (close_admin, admin_closed) = tokio::sync::watch::channel(false);

@@ -110,7 +110,7 @@ impl WebServer {
         });
         let admin_state = AdminState {
             health: health.clone(),
-            metrics: crate::metrics::handle(),
+            metrics: crate::metrics::handle_for(crate::metrics::Tier::Web),
             dependency: ("api", self.api.display().to_owned()),
         };
         let public_app = routes::public_router(self.api.clone(), self.rate_limit.as_ref());

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use tally::metrics::CATALOGUE;
 
+use crate::support::{get_text, BinaryApp};
+
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -107,4 +109,43 @@ fn every_recorded_metric_is_described_and_documented_with_its_type() {
             "docs/metrics.md documents {name}, which tally does not record"
         );
     }
+}
+
+/// The value of the series written exactly as `series` (name and labels in the exporter's
+/// order) in a `/metrics` text, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A fresh process shows its tier's event counters at 0 before any event, so a dashboard shows
+/// 0 and `increase()` sees the first failover or dead letter (issue 21).
+#[tokio::test]
+async fn a_fresh_process_shows_its_event_counters_at_zero() {
+    let client = reqwest::Client::new();
+    let serve = BinaryApp::start(&[]);
+    let text = get_text(&client, format!("{}/metrics", serve.admin)).await;
+    for series in [
+        "tally_master_changes_total",
+        "tally_wait_timeouts_total",
+        "tally_combined_increments_total",
+        r#"tally_cluster_redirects_total{kind="moved"}"#,
+        r#"tally_connections_closed_total{listener="public",reason="header_timeout"}"#,
+        r#"http_requests_total{route="/{id}",method="GET",status="503"}"#,
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series} in:\n{text}");
+    }
+    let web = BinaryApp::start_command("web", &[("TALLY_API_URL", serve.base.clone())]);
+    let text = get_text(&client, format!("{}/metrics", web.admin)).await;
+    for series in [
+        r#"http_requests_total{route="/web/counter",method="POST",status="502"}"#,
+        "tally_rate_limited_total",
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series} in:\n{text}");
+    }
+    assert_eq!(
+        sample(&text, "tally_master_changes_total"),
+        None,
+        "web registers only its own series"
+    );
 }
