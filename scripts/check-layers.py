@@ -15,10 +15,11 @@ SRC = pathlib.Path(__file__).resolve().parent.parent / "crates" / "tally" / "src
 LEAVES = {"config": set(), "metrics": set(), "store": set()}
 INFRASTRUCTURE = {
     "telemetry": {"config"},
+    "trace": {"config"},
     "listener": {"config", "metrics"},
     "redis": {"config", "metrics", "store"},
     "postgres": {"config", "store"},
-    "http": {"config", "listener", "metrics", "store", "telemetry"},
+    "http": {"config", "listener", "metrics", "store", "telemetry", "trace"},
 }
 BELOW_FEATURES = set(LEAVES) | set(INFRASTRUCTURE)
 FEATURES = {name: BELOW_FEATURES - {"telemetry", "listener"} for name in ("counters", "guestbook", "fib")}

@@ -11,13 +11,15 @@ use crate::store::{StoreError, Unavailable};
 
 /// Enqueue: mark the index requested and add the job, atomically; an index already requested
 /// (pending) gets no second job, so a flood of submissions adds nothing to the stream.
-/// Returns the entry id, or nil when the index was pending already.
-/// KEYS[1] requested hash, KEYS[2] job stream; ARGV[1] index, ARGV[2] now (ms), ARGV[3] cap.
+/// Returns the entry id, or nil when the index was pending already. The job carries the
+/// submitting request's `traceparent`, so the worker's span joins its trace.
+/// KEYS[1] requested hash, KEYS[2] job stream; ARGV[1] index, ARGV[2] now (ms), ARGV[3] cap,
+/// ARGV[4] traceparent.
 static ENQUEUE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
-return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'index', ARGV[1])
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'index', ARGV[1], 'traceparent', ARGV[4])
 ",
     )
 });
@@ -47,11 +49,13 @@ return redis.call('XACK', KEYS[2], ARGV[4], ARGV[1])
     )
 });
 
-/// A job as read from the stream: entry id and its `index` field (None if malformed).
+/// A job as read from the stream: entry id, its `index` field (None if malformed) and the
+/// `traceparent` of the request that submitted it (absent in jobs from before 0.1's tracing).
 #[derive(Debug, Clone)]
 pub struct Job {
     pub entry: String,
     pub index: Option<String>,
+    pub traceparent: Option<String>,
 }
 
 /// What `GET /api/v1/fib/{index}` reports.
@@ -102,18 +106,20 @@ impl RedisClient {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let traceparent = crate::trace::current_traceparent().unwrap_or_default();
         self.run(
             "enqueue_fib",
             &self.keys().fib().jobs,
             true,
             deadline,
-            move |mut c| async move {
+            move |mut c| {
                 let mut call = ENQUEUE.key(&keys.requested);
                 call.key(&keys.jobs)
                     .arg(index)
                     .arg(now_ms)
-                    .arg(FibKeys::JOBS_CAP);
-                call.invoke_async(&mut c).await
+                    .arg(FibKeys::JOBS_CAP)
+                    .arg(&traceparent);
+                async move { call.invoke_async(&mut c).await }
             },
         )
         .await
@@ -345,10 +351,16 @@ impl RedisClient {
 }
 
 fn to_job((entry, fields): Entry) -> Job {
-    let index = fields
-        .chunks(2)
-        .find(|p| p[0] == "index")
-        .and_then(|p| p.get(1))
-        .cloned();
-    Job { entry, index }
+    let field = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|p| p[0] == name)
+            .and_then(|p| p.get(1))
+            .cloned()
+    };
+    Job {
+        index: field("index"),
+        traceparent: field("traceparent").filter(|t| !t.is_empty()),
+        entry,
+    }
 }

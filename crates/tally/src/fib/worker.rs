@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::math::fib;
 use super::Job;
 use crate::redis::RedisClient;
+use crate::trace::TraceContext;
 
 /// How long one XREADGROUP waits for a job; also how often the loop looks at the shutdown flag.
 const BLOCK: Duration = Duration::from_secs(1);
@@ -118,6 +119,10 @@ impl Worker {
     }
 
     async fn process(&self, job: &Job) {
+        // The job's span is a child of the request that submitted it.
+        let span = TraceContext::continue_from(job.traceparent.as_deref().map(str::as_bytes), None);
+        let trace_id = span.trace_id_hex();
+        let trace_id = trace_id.as_str();
         let deadline = self.settings.request_timeout;
         let max = self.settings.max_index;
         let index = match job.index.as_deref().and_then(|i| i.parse::<u32>().ok()) {
@@ -136,7 +141,7 @@ impl Worker {
             Ok(v) => v,
             Err(e) => {
                 crate::metrics::job("failed");
-                tracing::error!(job = %job.entry, index, error = %e, "computation failed; the job stays pending");
+                tracing::error!(job = %job.entry, index, trace_id, error = %e, "computation failed; the job stays pending");
                 return;
             }
         };
@@ -144,12 +149,12 @@ impl Worker {
             Ok(()) => {
                 crate::metrics::job("done");
                 crate::metrics::job_duration(started.elapsed());
-                tracing::info!(job = %job.entry, index, ms = started.elapsed().as_millis() as u64, "job done");
+                tracing::info!(job = %job.entry, index, trace_id, ms = started.elapsed().as_millis() as u64, "job done");
             }
             Err(e) => {
                 // Not acknowledged: it stays pending and is reclaimed after reclaim_idle.
                 crate::metrics::job("failed");
-                tracing::warn!(job = %job.entry, index, error = %e, "could not store the value; the job stays pending");
+                tracing::warn!(job = %job.entry, index, trace_id, error = %e, "could not store the value; the job stays pending");
             }
         }
     }

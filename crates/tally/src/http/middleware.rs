@@ -1,5 +1,6 @@
 //! One layer around every public request: a request id (the caller's `X-Request-Id` when it is
-//! sane, else a new one, echoed back), one structured access-log line, and the HTTP metrics.
+//! sane, else a new one, echoed back), a span of the caller's W3C trace (`telemetry::trace`),
+//! one structured access-log line, and the HTTP metrics.
 //! Oversized headers are refused with 431 before any handler runs; an error answer that is not
 //! JSON is made JSON.
 //! Metrics use the route template (`/{id}`), never the raw path, and fixed sets of methods and
@@ -13,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use crate::trace::{self, TraceContext, TRACEPARENT, TRACESTATE};
 
 const REQUEST_ID: &str = "x-request-id";
 /// Far above what browsers and load balancers send, far below hyper's ~400 KB buffer limit.
@@ -29,6 +31,20 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         .unwrap_or_else(new_request_id);
     // Handlers that call other services (the web tier's proxy) pass the same id along.
     request.headers_mut().insert(REQUEST_ID, request_id.clone());
+    let headers = request.headers();
+    let span = TraceContext::continue_from(
+        headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
+        headers.get(TRACESTATE),
+    );
+    // This span is the parent of whatever the request calls: the proxy forwards these headers,
+    // the API client and the job queue read the task's scope.
+    request
+        .headers_mut()
+        .insert(TRACEPARENT, span.traceparent_header());
+    match &span.state {
+        Some(state) => request.headers_mut().insert(TRACESTATE, state.clone()),
+        None => request.headers_mut().remove(TRACESTATE),
+    };
     let method = request.method().clone();
     // MatchedPath is an Arc inside: cloning it costs no allocation.
     let matched = request.extensions().get::<MatchedPath>().cloned();
@@ -46,7 +62,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         )
         .into_response()
     } else {
-        let mut response = next.run(request).await;
+        let mut response = trace::scope(span.clone(), next.run(request)).await;
         super::extract::json_error_body(&mut response);
         response
     };
@@ -60,6 +76,8 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         status,
         latency: elapsed,
         request_id: request_id.to_str().unwrap_or_default(),
+        trace_id: span.trace_id_hex().as_str(),
+        span_id: span.span_id_hex().as_str(),
     });
     response.headers_mut().insert(REQUEST_ID, request_id);
     response

@@ -24,11 +24,12 @@ pub const JOB_OUTCOMES: &[&str] = &["done", "failed", "reclaimed", "dead_lettere
 pub const REDIRECT_KINDS: &[&str] = &["moved", "ask", "later"];
 
 /// The routes whose success and failure panels and alerts read, by tier: the counter route of
-/// serve; the page's counter button and the proxied counter of web.
+/// serve; the page's counter button (303 to the page on success) and the proxied counter of web.
+/// 503 is what either answers when its dependency is down.
 const SERVE_ROUTES: &[(&str, &str, &[&str])] = &[("/{id}", "GET", &["200", "503"])];
 const WEB_ROUTES: &[(&str, &str, &[&str])] = &[
-    ("/web/counter", "POST", &["200", "502", "503"]),
-    ("/{id}", "GET", &["200", "502", "503"]),
+    ("/web/counter", "POST", &["303", "503"]),
+    ("/{id}", "GET", &["200", "503"]),
 ];
 
 /// Registers the tier's series at 0. Safe to call more than once: adding 0 changes nothing.

@@ -18,6 +18,9 @@ pub struct AccessEntry<'a> {
     pub status: u16,
     pub latency: Duration,
     pub request_id: &'a str,
+    /// 32 lowercase hex digits (`trace::TraceContext::trace_id_hex`).
+    pub trace_id: &'a str,
+    pub span_id: &'a str,
 }
 
 pub fn log(entry: &AccessEntry<'_>) {
@@ -37,6 +40,8 @@ pub fn log(entry: &AccessEntry<'_>) {
             status = entry.status,
             latency_ms = entry.latency.as_secs_f64() * 1000.0,
             request_id = entry.request_id,
+            trace_id = entry.trace_id,
+            span_id = entry.span_id,
             "request"
         ),
     }
@@ -69,7 +74,12 @@ fn write_json(out: &mut Vec<u8>, e: &AccessEntry<'_>, now: SystemTime) {
     ]);
     out.extend_from_slice(b",\"request_id\":");
     string(out, e.request_id);
-    out.extend_from_slice(b",\"target\":\"tally::access\"}\n");
+    // Hex digits: nothing to escape.
+    out.extend_from_slice(b",\"trace_id\":\"");
+    out.extend_from_slice(e.trace_id.as_bytes());
+    out.extend_from_slice(b"\",\"span_id\":\"");
+    out.extend_from_slice(e.span_id.as_bytes());
+    out.extend_from_slice(b"\",\"target\":\"tally::access\"}\n");
 }
 
 /// A JSON string. Escapes everything JSON requires, although the inputs (a method token, a route
@@ -104,6 +114,8 @@ mod tests {
             status: 200,
             latency: Duration::from_micros(1_042),
             request_id: r#"a"b\c"#,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            span_id: "00f067aa0ba902b7",
         };
         write_json(&mut out, &entry, SystemTime::UNIX_EPOCH);
         assert_eq!(out.last(), Some(&b'\n'));
@@ -117,6 +129,8 @@ mod tests {
         assert_eq!(line["status"], 200);
         assert_eq!(line["latency_ms"], 1.042);
         assert_eq!(line["request_id"], r#"a"b\c"#);
+        assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(line["span_id"], "00f067aa0ba902b7");
     }
 
     #[test]

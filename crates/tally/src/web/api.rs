@@ -137,13 +137,15 @@ impl ApiClient {
         let url = format!("{}/api/v1/fib/indexes?limit={limit}", self.base);
         let seen: Seen = self.call(self.http.get(url)).await?;
         let mut lookups = tokio::task::JoinSet::new();
+        // Spawned tasks do not inherit the task-local span; each lookup is given it.
+        let span = crate::trace::current();
         for (position, item) in seen.indexes.into_iter().enumerate() {
             let api = self.clone();
-            lookups.spawn(async move {
+            lookups.spawn(crate::trace::within(span.clone(), async move {
                 let url = format!("{}/api/v1/fib/{}", api.base, item.index);
                 let answer: Result<FibAnswer, CallError> = api.call(api.http.get(url)).await;
                 (position, item.index, answer)
-            });
+            }));
         }
         let mut found = Vec::new();
         while let Some(joined) = lookups.join_next().await {
@@ -169,8 +171,15 @@ impl ApiClient {
 
     async fn call<T: for<'de> Deserialize<'de>>(
         &self,
-        request: reqwest::RequestBuilder,
+        mut request: reqwest::RequestBuilder,
     ) -> Result<T, CallError> {
+        // The API's span becomes a child of the web request's (W3C Trace Context).
+        if let Some((traceparent, tracestate)) = crate::trace::outgoing() {
+            request = request.header(crate::trace::TRACEPARENT, traceparent);
+            if let Some(state) = tracestate {
+                request = request.header(crate::trace::TRACESTATE, state);
+            }
+        }
         let response = request
             .send()
             .await

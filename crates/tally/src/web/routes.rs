@@ -28,6 +28,9 @@ const FORWARDED: &[&str] = &[
     "accept",
     "idempotency-key",
     "x-request-id",
+    // The middleware has made them name this request's span as the parent.
+    "traceparent",
+    "tracestate",
     "location",
     "retry-after",
     "allow",

@@ -138,7 +138,7 @@ async fn a_fresh_process_shows_its_event_counters_at_zero() {
     let web = BinaryApp::start_command("web", &[("TALLY_API_URL", serve.base.clone())]);
     let text = get_text(&client, format!("{}/metrics", web.admin)).await;
     for series in [
-        r#"http_requests_total{route="/web/counter",method="POST",status="502"}"#,
+        r#"http_requests_total{route="/web/counter",method="POST",status="503"}"#,
         "tally_rate_limited_total",
     ] {
         assert_eq!(sample(&text, series), Some(0.0), "{series} in:\n{text}");

@@ -15,4 +15,5 @@ mod hostile;
 mod jobs;
 mod messages;
 mod runtime;
+mod trace_context;
 mod web;
