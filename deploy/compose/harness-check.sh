@@ -11,9 +11,14 @@ at() { # at SECONDS: sleeps until T0 + SECONDS
   sleep "$left"
 }
 EVENTS=()
+MARK=""
+# mark: the fault took effect now; the next event is dated here. A fault made of several steps
+# (a kill, then a volume wiped and a restart: a second or more) begins its gap at the kill, and
+# recovery is measured from the last event before the gap began.
+mark() { MARK=$(since_t0); }
 event() { # event DESCRIPTION: notes the time a fault action took effect (call it right after)
-  local t
-  t=$(since_t0)
+  local t=${MARK:-$(since_t0)}
+  MARK=""
   EVENTS+=("$t")
   log "  t=${t}s $*"
 }
@@ -26,7 +31,7 @@ step() {
 
 start_check() { # start_check NAME DURATION
   CHECK_OUT=$ART/$1.json
-  EVENTS=()
+  EVENTS=() MARK=""
   T0=$(now)
   "$TALLY_BIN" check --target "$LB" --ids 20 --concurrency 16 --rate "$RATE" --duration "$2s" \
     --timeout 3s --settle-timeout 30s --json >"$CHECK_OUT" 2>"$ART/$1.err" &

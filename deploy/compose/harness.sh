@@ -196,6 +196,7 @@ s9() {
   start_load
   at 5
   svc kill -s KILL "redis-$m"
+  mark
   wipe_volume "$m"
   svc start "redis-$m"
   event "redis-$m (the master) SIGKILLed and started at once on an empty volume"
@@ -203,6 +204,7 @@ s9() {
   at 25
   m=$(master_index)
   svc kill -s KILL "redis-$m"
+  mark
   wipe_volume "$m"
   event "redis-$m (the new master) SIGKILLed on an empty volume"
   step 35 "started redis-$m again, after the failover" svc start "redis-$m"
@@ -246,6 +248,7 @@ s11() {
   # As in scenario 5, the holder keeps the name until the new pod replaces it (a lookup of a
   # missing name hangs in Docker's DNS and puts the sentinels in TILT; in a cluster it fails fast).
   svc kill -s KILL "redis-$m" "sentinel-$m"
+  mark
   wipe_volume "$m"
   event "pod $m (the master) gone with its volume"
   step 15 "a new pod $m: new address $new, empty volume" new_pod "$m" "$new"
@@ -279,6 +282,7 @@ s13() {
   at 5
   for n in 0 1 2; do c+=("$(cid "sentinel-$n")"); done
   d kill -s KILL "${c[@]}" >/dev/null
+  mark
   d start "${c[@]}" >/dev/null
   event "every sentinel SIGKILLed and started again (their state is written anew)"
   wait_until 40 "the sentinels agree again" has_master || fail "the sentinels do not agree"
