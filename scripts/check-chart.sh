@@ -341,6 +341,10 @@ else
   RESULTS+=("SKIP  hadolint: no Dockerfile yet")
 fi
 
+# The alerts, their unit tests and the dashboard's queries, with promtool.
+run "monitoring: promtool check rules/config, rule unit tests, dashboard queries (scripts/check-monitoring.sh)" \
+  env TALLY_TOOLS_DIR="$TOOLS" "$ROOT/scripts/check-monitoring.sh"
+
 # The chart's Redis/Sentinel scripts against real redis-server / redis-sentinel processes.
 run "Redis/Sentinel scripts vs real processes (scripts/test-redis-scripts.sh)" \
   "$ROOT/scripts/test-redis-scripts.sh"

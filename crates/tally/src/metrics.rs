@@ -80,7 +80,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     ("tally_store_connections_total", Kind::Counter, "Store connections opened (each replaces a dropped one)"),
     ("tally_store_up", Kind::Gauge, "1 when the last readiness ping of the store succeeded, else 0"),
     ("tally_api_up", Kind::Gauge, "tally web: 1 when the last probe of the API succeeded, else 0"),
-    ("tally_master_changes_total", Kind::Counter, "Sentinel mode: +switch-master announcements received (one per announcing sentinel)"),
+    ("tally_master_changes_total", Kind::Counter, "Sentinel mode: master changes the sentinels announced (+switch-master), each once however many sentinels announce it"),
     ("tally_wait_timeouts_total", Kind::Counter, "WAIT calls that returned before enough replicas confirmed (their increments got 503)"),
     ("tally_group_commit_batch_size", Kind::Histogram, "Increments covered by one WAIT"),
     ("tally_idempotent_replays_total", Kind::Counter, "Requests answered from an earlier request with the same Idempotency-Key"),

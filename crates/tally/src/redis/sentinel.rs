@@ -44,16 +44,23 @@ impl SentinelResolver {
     /// Calls `on_switch` whenever any sentinel publishes `+switch-master` for our master, so the
     /// connection to a demoted master is dropped within a round trip of the announcement
     /// instead of at its next failed command. One task per sentinel, resubscribing after errors;
-    /// each ends when the store is dropped.
+    /// each ends when the store is dropped. Every sentinel announces the same switch, so one
+    /// failover is acted on (and counted) once: an announcement of the master already announced
+    /// last is skipped.
     pub fn watch_switches(&self, on_switch: Arc<dyn Fn() + Send + Sync>) {
+        let last_announced = Arc::new(std::sync::Mutex::new(String::new()));
         for info in &self.sentinels {
-            let (info, name, on_switch) =
-                (info.clone(), self.master_name.clone(), on_switch.clone());
+            let (info, name, on_switch, last) = (
+                info.clone(),
+                self.master_name.clone(),
+                on_switch.clone(),
+                last_announced.clone(),
+            );
             let alive = Arc::downgrade(&on_switch);
             tokio::spawn(async move {
                 drop(on_switch);
                 while alive.strong_count() > 0 {
-                    if let Err(e) = listen(&info, &name, &alive).await {
+                    if let Err(e) = listen(&info, &name, &alive, &last).await {
                         tracing::debug!(error = %e, "sentinel subscription lost; resubscribing");
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -159,6 +166,7 @@ async fn listen(
     info: &redis::ConnectionInfo,
     master_name: &str,
     on_switch: &std::sync::Weak<dyn Fn() + Send + Sync>,
+    last_announced: &std::sync::Mutex<String>,
 ) -> redis::RedisResult<()> {
     let client = redis::Client::open(info.clone())?;
     let connect = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub());
@@ -170,7 +178,14 @@ async fn listen(
     while let Some(msg) = messages.next().await {
         // Payload: "<master-name> <old-ip> <old-port> <new-ip> <new-port>"
         let payload: String = msg.get_payload().unwrap_or_default();
-        if payload.split(' ').next() == Some(master_name) {
+        if let Some(new_master) = switched_to(&payload, master_name) {
+            {
+                let mut last = last_announced.lock().unwrap_or_else(|e| e.into_inner());
+                if *last == new_master {
+                    continue;
+                }
+                *last = new_master.to_owned();
+            }
             tracing::info!(switch = %payload, "sentinel announced +switch-master");
             crate::metrics::master_change();
             match on_switch.upgrade() {
@@ -180,4 +195,29 @@ async fn listen(
         }
     }
     Ok(())
+}
+
+/// The new master's "ip port" of a `+switch-master` payload for `master_name`, else None.
+fn switched_to<'a>(payload: &'a str, master_name: &str) -> Option<&'a str> {
+    let (name, rest) = payload.split_once(' ')?;
+    if name != master_name {
+        return None;
+    }
+    // "<old-ip> <old-port> <new-ip> <new-port>": the last two fields.
+    let (old, _) = rest.match_indices(' ').nth(1)?;
+    Some(&rest[old + 1..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::switched_to;
+
+    #[test]
+    fn a_switch_names_the_new_master_of_our_group_only() {
+        let payload = "mymaster 10.0.0.1 6379 10.0.0.2 6380";
+        assert_eq!(switched_to(payload, "mymaster"), Some("10.0.0.2 6380"));
+        assert_eq!(switched_to(payload, "other"), None);
+        assert_eq!(switched_to("mymaster 10.0.0.1", "mymaster"), None);
+        assert_eq!(switched_to("", "mymaster"), None);
+    }
 }

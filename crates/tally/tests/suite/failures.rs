@@ -257,6 +257,28 @@ async fn sentinel_mode_finds_the_master_and_follows_a_failover() {
         "acknowledged {last} but the new master has {on_new_master}"
     );
     assert!(new_master.cli(&["ROLE"]).unwrap().starts_with("master"));
+
+    // Every sentinel announces the switch (+switch-master) as it adopts it; tally counts one
+    // master change, so the flapping alert's "more than 3 in an hour" means failovers.
+    let new_port = new_master.port.to_string();
+    setup.wait_for(
+        Duration::from_secs(20),
+        "every sentinel names the new master",
+        |s| {
+            s.sentinels.iter().all(|x| {
+                x.cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+                    .is_some_and(|a| a.lines().nth(1).map(str::trim) == Some(new_port.as_str()))
+            })
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = app.metrics_text().await;
+    let changes = text.lines().find_map(|l| {
+        l.strip_prefix("tally_master_changes_total ")?
+            .parse::<f64>()
+            .ok()
+    });
+    assert_eq!(changes, Some(1.0), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
