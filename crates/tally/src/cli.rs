@@ -92,9 +92,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _log = crate::telemetry::init(args.common.log_format);
             let open_files = crate::listener::raise_open_file_limit();
             tracing::debug!(open_files, "open-file limit");
-            return crate::app::worker::run(*args)
-                .await
-                .map(|()| ExitCode::SUCCESS);
+            let traces = export_traces(&args.common, "tally-worker")?;
+            let result = crate::app::worker::run(*args).await;
+            stop_traces(traces).await;
+            return result.map(|()| ExitCode::SUCCESS);
         }
         None => cli.serve,
     };
@@ -113,9 +114,34 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
         open_files = crate::listener::raise_open_file_limit(),
         "starting tally web"
     );
-    let server = WebServer::bind(args, &api_url).await?;
-    tracing::info!(public = %server.public_addr(), admin = %server.admin_addr(), "listening");
-    server.run(crate::app::lifecycle::shutdown_signal()).await
+    let traces = export_traces(&args.common, "tally-web")?;
+    let result = async {
+        let server = WebServer::bind(args, &api_url).await?;
+        tracing::info!(public = %server.public_addr(), admin = %server.admin_addr(), "listening");
+        server.run(crate::app::lifecycle::shutdown_signal()).await
+    }
+    .await;
+    stop_traces(traces).await;
+    result
+}
+
+/// OTLP export when `--otlp-endpoint` names a collector (crate::trace::export).
+fn export_traces(
+    common: &crate::config::CommonArgs,
+    service: &'static str,
+) -> anyhow::Result<Option<crate::trace::export::ExportGuard>> {
+    common
+        .otlp_endpoint
+        .as_ref()
+        .map(|endpoint| crate::trace::export::install(endpoint, service))
+        .transpose()
+}
+
+/// Sends the last spans, once the server has drained.
+async fn stop_traces(traces: Option<crate::trace::export::ExportGuard>) {
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -150,7 +176,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "the open-file limit is below the connection caps: accepts will fail (EMFILE) before the cap"
         );
     }
-    let server = crate::app::serve::Server::bind(config).await?;
-    tracing::info!(public = %server.public_addr(), admin = %server.admin_addr(), "listening");
-    server.run(crate::app::lifecycle::shutdown_signal()).await
+    let traces = export_traces(&args.common, "tally-serve")?;
+    let result = async {
+        let server = crate::app::serve::Server::bind(config).await?;
+        tracing::info!(public = %server.public_addr(), admin = %server.admin_addr(), "listening");
+        server.run(crate::app::lifecycle::shutdown_signal()).await
+    }
+    .await;
+    stop_traces(traces).await;
+    result
 }

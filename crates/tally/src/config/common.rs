@@ -20,6 +20,12 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub listener: ListenerArgs,
+
+    /// Export a span per request (and per job) to this OpenTelemetry collector over OTLP/HTTP,
+    /// e.g. http://otel-collector:4318 (`/v1/traces` is appended). Off when unset.
+    /// OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES and OTEL_BSP_* apply.
+    #[arg(long, env = "TALLY_OTLP_ENDPOINT", value_parser = otlp_endpoint)]
+    pub otlp_endpoint: Option<url::Url>,
 }
 
 /// Flags of the subcommands that serve clients (`serve`, `web`): readiness, the drain and the
@@ -64,6 +70,18 @@ pub struct FibArgs {
     /// Largest Fibonacci index accepted.
     #[arg(long, env = "TALLY_FIB_MAX_INDEX", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub fib_max_index: u32,
+}
+
+/// An http(s) URL with a host: where a collector listens for OTLP/HTTP.
+fn otlp_endpoint(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or a fragment".into());
+    }
+    Ok(url)
 }
 
 /// A humantime duration above zero: a zero deadline would fail every request.

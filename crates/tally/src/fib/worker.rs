@@ -121,6 +121,14 @@ impl Worker {
     async fn process(&self, job: &Job) {
         // The job's span is a child of the request that submitted it.
         let span = TraceContext::continue_from(job.traceparent.as_deref().map(str::as_bytes), None);
+        let outcome = self.compute(job, &span).await;
+        if crate::trace::export::enabled() {
+            self.export_span(job, &span, outcome);
+        }
+    }
+
+    /// Computes and stores the job's value, or dead-letters it; returns what became of it.
+    async fn compute(&self, job: &Job, span: &TraceContext) -> &'static str {
         let trace_id = span.trace_id_hex();
         let trace_id = trace_id.as_str();
         let deadline = self.settings.request_timeout;
@@ -128,12 +136,9 @@ impl Worker {
         let index = match job.index.as_deref().and_then(|i| i.parse::<u32>().ok()) {
             Some(i) if i <= max => i,
             _ => {
-                return self
-                    .bury(
-                        job,
-                        &format!("not an index from 0 to {max}: {:?}", job.index),
-                    )
-                    .await
+                let error = format!("not an index from 0 to {max}: {:?}", job.index);
+                self.bury(job, &error).await;
+                return "dead_lettered";
             }
         };
         let started = Instant::now();
@@ -142,7 +147,7 @@ impl Worker {
             Err(e) => {
                 crate::metrics::job("failed");
                 tracing::error!(job = %job.entry, index, trace_id, error = %e, "computation failed; the job stays pending");
-                return;
+                return "failed";
             }
         };
         match self.writer.complete_job(job, index, value, deadline).await {
@@ -150,13 +155,38 @@ impl Worker {
                 crate::metrics::job("done");
                 crate::metrics::job_duration(started.elapsed());
                 tracing::info!(job = %job.entry, index, trace_id, ms = started.elapsed().as_millis() as u64, "job done");
+                "done"
             }
             Err(e) => {
                 // Not acknowledged: it stays pending and is reclaimed after reclaim_idle.
                 crate::metrics::job("failed");
                 tracing::warn!(job = %job.entry, index, trace_id, error = %e, "could not store the value; the job stays pending");
+                "failed"
             }
         }
+    }
+
+    /// The job's consumer span, named and described as the OpenTelemetry messaging conventions
+    /// ask: `process <stream>`.
+    fn export_span(&self, job: &Job, span: &TraceContext, outcome: &'static str) {
+        use opentelemetry::KeyValue;
+        let stream = self.writer.keys().fib().jobs.clone();
+        let mut attributes = vec![
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.destination.name", stream.clone()),
+            KeyValue::new(
+                "messaging.consumer.group.name",
+                crate::redis::FibKeys::GROUP,
+            ),
+            KeyValue::new("messaging.message.id", job.entry.clone()),
+            KeyValue::new("tally.job.outcome", outcome),
+        ];
+        if let Some(index) = &job.index {
+            attributes.push(KeyValue::new("tally.fib.index", index.clone()));
+        }
+        let kind = opentelemetry::trace::SpanKind::Consumer;
+        let error = outcome != "done";
+        crate::trace::export::span(span, format!("process {stream}"), kind, attributes, error);
     }
 
     async fn bury(&self, job: &Job, error: &str) {

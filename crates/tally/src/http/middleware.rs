@@ -70,6 +70,9 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     crate::metrics::http_request(route, &method, status, elapsed);
+    if trace::export::enabled() {
+        export_span(&span, &method, matched.as_ref(), status, &request_id);
+    }
     crate::telemetry::access(&crate::telemetry::AccessEntry {
         method: method.as_str(),
         route,
@@ -81,6 +84,41 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     });
     response.headers_mut().insert(REQUEST_ID, request_id);
     response
+}
+
+/// The request's server span, named and described as the OpenTelemetry HTTP conventions ask
+/// (docs/monitoring.md): `GET /{id}`, or the method alone when no route matched.
+fn export_span(
+    span: &TraceContext,
+    method: &axum::http::Method,
+    matched: Option<&MatchedPath>,
+    status: u16,
+    request_id: &HeaderValue,
+) {
+    use opentelemetry::KeyValue;
+    // The conventions' name for a method outside the known set.
+    let method = match crate::metrics::method_label(method) {
+        "other" => "_OTHER",
+        known => known,
+    };
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("http.response.status_code", i64::from(status)),
+        KeyValue::new(
+            "tally.request_id",
+            request_id.to_str().unwrap_or_default().to_owned(),
+        ),
+    ];
+    let name = match matched {
+        Some(route) => {
+            attributes.push(KeyValue::new("http.route", route.as_str().to_owned()));
+            format!("{method} {}", route.as_str())
+        }
+        None if method == "_OTHER" => "HTTP".to_owned(),
+        None => method.to_owned(),
+    };
+    let kind = opentelemetry::trace::SpanKind::Server;
+    trace::export::span(span, name, kind, attributes, status >= 500);
 }
 
 fn is_sane_request_id(id: &[u8]) -> bool {

@@ -7,6 +7,8 @@
 //! random number and no span; with OTLP export on (`otlp`), the exported span carries the same ids
 //! as the log lines.
 
+pub mod export;
+
 use std::fmt;
 use std::time::SystemTime;
 

@@ -16,4 +16,5 @@ mod jobs;
 mod messages;
 mod runtime;
 mod trace_context;
+mod trace_export;
 mod web;

@@ -28,6 +28,7 @@ impl Web {
                     max_connections: 4096,
                     admin_max_connections: 64,
                 },
+                otlp_endpoint: None,
             },
             serving: tally::config::ServingArgs {
                 readiness_interval: Duration::from_millis(100),
