@@ -221,6 +221,8 @@ bad_values() {
 --set unknownTopLevelKey=1
 --set autoscaling.minReplicas=0
 --set logFormat=xml
+--set tracing.otlpEndpoint=ftp://collector:4318
+--set tracing.otlpEndpoint=http://c:4318,terminationGracePeriodSeconds=16
 --set workerThreads=0
 --set workerThreads=two
 --set redis.enabled=false

@@ -21,7 +21,9 @@ TESTS=$ROOT/deploy/monitoring/rule-tests
 . "$ROOT/scripts/lib.sh"
 
 need_packages promtool:prometheus
-[ -x "$TOOLS/bin/helm" ] && [ -x "$TOOLS/venv/bin/python" ] || bash "$ROOT/scripts/check-chart.sh" --tools
+if [ ! -x "$TOOLS/bin/helm" ] || [ ! -x "$TOOLS/venv/bin/python" ]; then
+  bash "$ROOT/scripts/check-chart.sh" --tools
+fi
 HELM=$TOOLS/bin/helm
 PY=$TOOLS/venv/bin/python # has PyYAML (yamllint's dependency)
 
@@ -104,8 +106,8 @@ render "$WORK/all.yaml" --values "$CHART/ci/monitoring.yaml" --set web.enabled=t
 mkdir -p "$WORK/tests"
 extract PrometheusRule "$WORK/all.yaml" "$WORK/tests/rules.yaml"
 cp "$TESTS"/*.test.yaml "$WORK/tests/"
-check "promtool test rules ($(find "$TESTS" -name '*.test.yaml' | wc -l) files)" \
-  bash -c 'cd "$1" && promtool test rules *.test.yaml' _ "$WORK/tests"
+unit_tests() { (cd "$WORK/tests" && promtool test rules ./*.test.yaml); }
+check "promtool test rules ($(find "$TESTS" -name '*.test.yaml' | wc -l) files)" unit_tests
 
 # Every alert: a case that fires it (exp_alerts not empty) and one that must not (empty).
 coverage() {

@@ -177,3 +177,24 @@ podAntiAffinity:
       {{- .labels | nindent 6 }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+OTLP trace export of the app, web and worker containers (tracing.otlpEndpoint), with the pod and
+namespace as resource attributes so a trace UI can tell the pods apart. Nothing when off.
+*/}}
+{{- define "tally.tracingEnv" -}}
+{{- with .Values.tracing.otlpEndpoint }}
+- name: TALLY_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_K8S_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: OTEL_K8S_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: k8s.pod.name=$(OTEL_K8S_POD_NAME),k8s.namespace.name=$(OTEL_K8S_NAMESPACE)
+{{- end }}
+{{- end -}}

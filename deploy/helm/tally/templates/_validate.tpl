@@ -32,7 +32,7 @@ and the app's own tally.checkGrace, so a bad combination fails `helm template` /
 {{- if and .Values.networkPolicy.enabled (include "tally.web.apiPrivate" .) (include "tally.web.directApi" .) (not .Values.networkPolicy.ingressControllerFrom) -}}
 {{- fail (printf "web.enabled with an Ingress or HTTPRoute sends %s straight to the app, whose NetworkPolicy then admits only the web pods: set networkPolicy.ingressControllerFrom to the ingress controller's pods (e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}]), or web.apiPathPrefix=\"\" to send everything through web" .Values.web.apiPathPrefix) -}}
 {{- end -}}
-{{- include "tally.checkGrace" (dict "prefix" "web." "delay" .Values.web.shutdownDelay "timeout" .Values.web.shutdownTimeout "grace" .Values.web.terminationGracePeriodSeconds) -}}
+{{- include "tally.checkGrace" (dict "prefix" "web." "delay" .Values.web.shutdownDelay "timeout" .Values.web.shutdownTimeout "grace" .Values.web.terminationGracePeriodSeconds "tracing" .Values.tracing.otlpEndpoint) -}}
 {{- end -}}
 {{- if .Values.jobs.enabled -}}
 {{- if and .Values.postgresql.enabled .Values.externalDatabase.host -}}
@@ -62,10 +62,16 @@ and the app's own tally.checkGrace, so a bad combination fails `helm template` /
 {{- $total -}}
 {{- end -}}
 
-{{/* The grace period must exceed the shutdown delay + drain. Args: prefix, delay, timeout, grace. */}}
+{{/* The grace period must exceed the shutdown delay + drain (+ the last trace export). Args: prefix, delay, timeout, grace, tracing. */}}
 {{- define "tally.checkGrace" -}}
 {{- $need := addf (include "tally.seconds" .delay | float64) (include "tally.seconds" .timeout | float64) -}}
+{{- $plus := "" -}}
+{{- if .tracing -}}
+{{- /* the last flush of the trace export waits up to 5 s (crates/tally/src/trace/export.rs) */ -}}
+{{- $need = addf $need 5 -}}
+{{- $plus = " + 5 s for the last trace export" -}}
+{{- end -}}
 {{- if le (float64 .grace) $need -}}
-{{- fail (printf "%sterminationGracePeriodSeconds (%v) must exceed %sshutdownDelay + %sshutdownTimeout (%v s)" .prefix .grace .prefix .prefix $need) -}}
+{{- fail (printf "%sterminationGracePeriodSeconds (%v) must exceed %sshutdownDelay + %sshutdownTimeout%s (%v s)" .prefix .grace .prefix .prefix $plus $need) -}}
 {{- end -}}
 {{- end -}}
