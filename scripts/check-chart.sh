@@ -344,6 +344,8 @@ fi
 # The chart's Redis/Sentinel scripts against real redis-server / redis-sentinel processes.
 run "Redis/Sentinel scripts vs real processes (scripts/test-redis-scripts.sh)" \
   "$ROOT/scripts/test-redis-scripts.sh"
+run "backup and restore drill vs real processes and S3 (scripts/test-backup-restore.sh)" \
+  "$ROOT/scripts/test-backup-restore.sh"
 
 # deploy/kubernetes/tally.yaml: the chart rendered with default values.
 plain_manifests() {

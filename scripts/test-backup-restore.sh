@@ -12,15 +12,17 @@
 # Prints the measured backup and restore times and "N passed, N failed".
 #
 # Needs redis-server, redis-sentinel, redis-cli and redis-check-rdb (Debian: redis-server
-# redis-sentinel redis-tools). The S3 step needs rclone (Debian) and moto_server (PyPI
-# moto[server]; looked up on PATH and in .tools/s3-venv, where scripts/check-chart.sh installs it);
-# without them it is skipped, and says so.
+# redis-sentinel redis-tools). The S3 step needs rclone (Debian's package) and an S3 server,
+# moto_server (PyPI's moto[server], in the git-ignored .tools/s3-venv): both are installed when
+# missing; if that fails the step is skipped, and says so.
 #   TEST_KEYS   counters loaded before the backup (default 3000)
 # shellcheck disable=SC2016 # conditions are passed to wait_for as eval strings on purpose
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TEST_NAME=tally-backup-test
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 # shellcheck source=scripts/redis-test-lib.sh
 . "$ROOT/scripts/redis-test-lib.sh"
 command -v redis-check-rdb >/dev/null || { echo "SKIP: redis-check-rdb not installed"; exit 0; }
@@ -48,13 +50,13 @@ restore_prepare() {
 }
 master_port() { rport "$(master_node)"; }
 # The sums the drill compares, on node I: keys outside the clock's database, the sum of every
-# counter, the stream's length.
-LUA_SUM="local s = 0 for _, k in ipairs(redis.call('KEYS', 'count:*')) do s = s + tonumber(redis.call('GET', k)) end return s"
+# counter (SCAN and MGET: no command blocks the node, whatever TEST_KEYS is), the stream's length.
 state_of() {
-  local p
+  local p sum
   p=$(rport "$1")
-  printf 'keys=%s sum=%s xlen=%s' "$(node_keys "$(rnode "$1")")" "$(rcli "$p" EVAL_RO "$LUA_SUM" 0)" \
-    "$(rcli "$p" XLEN tally:fib:jobs)"
+  sum=$(REDISCLI_AUTH=$PASSWORD timeout 300 redis-cli -p "$p" --scan --pattern 'count:*' \
+    | xargs -r -n 500 echo MGET | REDISCLI_AUTH=$PASSWORD timeout 300 redis-cli -p "$p" | awk '{ s += $1 } END { print s + 0 }')
+  printf 'keys=%s sum=%s xlen=%s' "$(node_keys "$(rnode "$1")")" "$sum" "$(rcli "$p" XLEN tally:fib:jobs)"
 }
 # load FROM TO STREAM: INCRBY count:<id> for ids FROM..TO (amounts 1..97), STREAM entries into
 # tally:fib:jobs, on the master; then WAIT for both replicas. Fails on any error reply.
@@ -118,11 +120,16 @@ check "no temporary file is left" eval '[ -z "$(find "$T/backups" -name ".*" -ty
 check "the group still has exactly 2 replicas (sentinel 0)" knows_replicas 0
 grep -v 'redis-cli:' "$T/backup.log" | sed 's/^/     | /'
 
-# 3. The upload to S3-compatible storage and back, when rclone and moto_server exist here.
+# 3. The upload to S3-compatible storage and back.
 S3_DONE=0
-MOTO=$(command -v moto_server || true)
-[ -n "$MOTO" ] || { [ -x "$ROOT/.tools/s3-venv/bin/moto_server" ] && MOTO=$ROOT/.tools/s3-venv/bin/moto_server; } || true
-if command -v rclone >/dev/null && [ -n "$MOTO" ]; then
+MOTO=${TALLY_TOOLS_DIR:-$ROOT/.tools}/s3-venv/bin/moto_server
+MOTO_PKG='moto[server]==5.1.*'
+command -v rclone >/dev/null 2>&1 || need_packages rclone:rclone >/dev/null 2>&1 || true
+if [ ! -x "$MOTO" ]; then
+  { python3 -m venv "${MOTO%/bin/*}" && "${MOTO%/*}/pip" install --quiet --disable-pip-version-check "$MOTO_PKG"; } \
+    >"$T/moto-install.log" 2>&1 || tail -n 5 "$T/moto-install.log"
+fi
+if command -v rclone >/dev/null && [ -x "$MOTO" ]; then
   S3_PORT=$((BASE + 20))
   "$MOTO" -H 127.0.0.1 -p "$S3_PORT" >"$T/moto.log" 2>&1 &
   PIDS+=("$!")
@@ -151,7 +158,7 @@ if command -v rclone >/dev/null && [ -n "$MOTO" ]; then
   check "no S3 key in the upload log" eval '! grep -q "test-secret" "$T/upload.log"'
   if [ -s "$T/from-s3/${FILE##*/}" ]; then FILE=$T/from-s3/${FILE##*/}; S3_DONE=1; fi
 else
-  echo "SKIP the S3 upload: rclone or moto_server is not installed (scripts/check-chart.sh --tools installs them)"
+  echo "SKIP the S3 upload: rclone or moto_server could not be installed"
 fi
 
 # 4. No replica in sync: the backup comes from the master only when allowed, and says so.
@@ -172,6 +179,7 @@ wait_for 30 "the replicas are back in sync" eval 'replica_of 1 0 && replica_of 2
 for ts in 20200101T000000Z 20200102T000000Z 20990101T000000Z-bad; do
   : >"$T/scratch/redis-$ts.rdb"
 done
+sleep 1 # a backup's name is its second: two in one second are refused
 backup "$T/scratch" BACKUP_KEEP_COUNT=0 BACKUP_KEEP_DAYS=30 >/dev/null
 check "retention by age deletes the 2020 backups and keeps the rest" eval \
   '[ "$(ls "$T/scratch" | grep -c "^redis-2020")" = 0 ] && [ "$(ls "$T/scratch" | grep -c "\.rdb$")" = 3 ]'
