@@ -248,6 +248,9 @@ bad_values() {
 --set jobs.enabled=true,postgresql.image.pullPolicy=Sometimes
 --set jobs.enabled=true,jobs.keda.enabled=true,jobs.keda.metric=streamLength
 --set jobs.enabled=true,jobs.keda.enabled=true,jobs.keda.minReplicaCount=5,jobs.keda.maxReplicaCount=2
+--set redis.backup.enabled=true,redis.mode=cluster
+--set redis.backup.enabled=true,redis.backup.s3.enabled=true
+--set redis.backup.enabled=true,redis.backup.schedule=hourly
 EOF
   return "$rc"
 }
