@@ -250,6 +250,9 @@ bad_values() {
 --set jobs.enabled=true,postgresql.image.pullPolicy=Sometimes
 --set jobs.enabled=true,jobs.keda.enabled=true,jobs.keda.metric=streamLength
 --set jobs.enabled=true,jobs.keda.enabled=true,jobs.keda.minReplicaCount=5,jobs.keda.maxReplicaCount=2
+--set redis.backup.enabled=true,redis.mode=cluster
+--set redis.backup.enabled=true,redis.backup.s3.enabled=true
+--set redis.backup.enabled=true,redis.backup.schedule=hourly
 EOF
   return "$rc"
 }
@@ -350,6 +353,8 @@ run "monitoring: promtool check rules/config, rule unit tests, dashboard queries
 # The chart's Redis/Sentinel scripts against real redis-server / redis-sentinel processes.
 run "Redis/Sentinel scripts vs real processes (scripts/test-redis-scripts.sh)" \
   "$ROOT/scripts/test-redis-scripts.sh"
+run "backup and restore drill vs real processes and S3 (scripts/test-backup-restore.sh)" \
+  "$ROOT/scripts/test-backup-restore.sh"
 
 # deploy/kubernetes/tally.yaml: the chart rendered with default values.
 plain_manifests() {
