@@ -7,7 +7,7 @@
 #     those rules;
 #   - every query of the Grafana dashboard parses, with its variables filled in;
 #   - promtool test rules: the unit tests in deploy/monitoring/rule-tests/ against the rules
-#     rendered with every group on (ci/monitoring.yaml, web and jobs);
+#     rendered with every group on (ci/monitoring.yaml, web, jobs and backups);
 #   - every alert has a test case where it fires and one where it must not.
 # Called by scripts/check-chart.sh; runs alone too. helm comes from check-chart.sh's .tools/.
 #
@@ -102,7 +102,8 @@ for f in "$CHART"/ci/*.yaml; do
 done
 
 # ----------------------------------------------------------------------------- all groups on
-render "$WORK/all.yaml" --values "$CHART/ci/monitoring.yaml" --set web.enabled=true --set jobs.enabled=true
+render "$WORK/all.yaml" --values "$CHART/ci/monitoring.yaml" --set web.enabled=true --set jobs.enabled=true \
+  --set redis.backup.enabled=true
 mkdir -p "$WORK/tests"
 extract PrometheusRule "$WORK/all.yaml" "$WORK/tests/rules.yaml"
 cp "$TESTS"/*.test.yaml "$WORK/tests/"

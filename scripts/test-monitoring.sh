@@ -6,8 +6,10 @@
 #   - no alert is pending or firing in the healthy state;
 #   - every query of every dashboard panel returns data (after the faults at the latest);
 #   - each fault below fires its alerts, and Alertmanager delivers them to a webhook of ours:
-#     a poison job, SIGKILL of the Redis master, the master's exporter stopped, and SIGKILL of
-#     serve, web and worker (a crashed pod: its target stays, as a not-ready pod's does).
+#     a poison job, SIGKILL of the Redis master, Redis full, slow writes, frozen replicas, a
+#     killed replica, a failing snapshot, a connection flood, repeated handovers
+#     (scripts/monitoring-faults.sh), the master's exporter stopped, and SIGKILL of serve, web and
+#     worker (a crashed pod: its target stays, as a not-ready pod's does).
 # It prints "N of M panels return data" and a table of alert / fault / seconds to fire.
 #
 #   scripts/test-monitoring.sh          TALLY_BIN (default target/debug/tally) is copied first
@@ -24,6 +26,8 @@ cd "$ROOT"
 . scripts/lib.sh
 # shellcheck source=scripts/monitoring-lib.sh
 . scripts/monitoring-lib.sh
+# shellcheck source=scripts/monitoring-faults.sh
+. scripts/monitoring-faults.sh
 T_START=$(now)
 NS=tally          # the namespace and release the labels and rules are rendered for
 RELEASE=tally
@@ -177,7 +181,9 @@ wait_until 30 "replicas in sync and known to every sentinel" replicas_in_sync "$
 export TALLY_REDIS_SENTINELS="127.0.0.1:${SENTINEL_PORT[0]},127.0.0.1:${SENTINEL_PORT[1]},127.0.0.1:${SENTINEL_PORT[2]}"
 export TALLY_REDIS_PASSWORD_FILE=$WORK/redis-password TALLY_SENTINEL_PASSWORD_FILE=$WORK/redis-password
 export TALLY_LOG_FORMAT=json TALLY_WORKER_THREADS=1
+# A low connection cap, for the connection-flood fault.
 spawn serve env TALLY_LISTEN="127.0.0.1:$SERVE_PORT" TALLY_ADMIN_LISTEN="127.0.0.1:$SERVE_ADMIN" \
+  TALLY_MAX_CONNECTIONS=32 \
   TALLY_DATABASE_URL="postgres://tally@127.0.0.1:$PG_PORT/postgres" \
   TALLY_DATABASE_PASSWORD_FILE="$WORK/pg-password" "$TALLY" serve
 # The worker's index bound is below serve's, so an index serve accepts is a poison job here.
@@ -237,10 +243,12 @@ log "new master on :$new; node 0 restarts as its replica, as start-redis.sh asks
 redis_node 0 "$new"
 wait_until 30 "node 0 back in sync" replicas_in_sync "$new" 2
 wait_until 20 "TallyRedisDown resolved" bash -c "! curl -fsS 'http://127.0.0.1:$PROM_PORT/api/v1/alerts' | grep -q TallyRedisDown"
+
+more_faults "$new"
 fib 41; web_traffic; sleep 3
 check_panels after-faults
 
-for i in 0 1 2; do if [ "${REDIS_PORT[$i]}" = "$new" ]; then mi=$i; fi; done
+mi=$(index_of "$(sentinel_master_port)")
 t=$(now); halt "exporter-$mi"
 log "stopped the exporter of the master (node $mi)"
 watch_alerts "exporter of the master stopped" "$t" 30 "TallyRedisDown@$RELEASE-redis-$mi"

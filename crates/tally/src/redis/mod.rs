@@ -75,15 +75,12 @@ impl RedisClient {
         let resolver = SentinelResolver::new(target);
         let source = Source::Sentinel(resolver);
         let store = Self::with_source(source, keys, durability, target.allow_eviction);
-        let weak = Arc::downgrade(&store.inner);
         if let Source::Sentinel(resolver) = &store.inner.source {
-            resolver.watch_switches(Arc::new(move || {
-                if let Some(inner) = weak.upgrade() {
-                    inner
-                        .link
-                        .invalidate_any("sentinels announced a new master");
-                }
-            }));
+            resolver.watch_switches(Arc::downgrade(&store.inner), |inner: &Inner| {
+                inner
+                    .link
+                    .invalidate_any("sentinels announced a new master");
+            });
         }
         store
     }

@@ -6,7 +6,7 @@
 //! address is then confirmed with `ROLE`, because sentinels can lag a failover by seconds.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -41,26 +41,30 @@ impl SentinelResolver {
         }
     }
 
-    /// Calls `on_switch` whenever any sentinel publishes `+switch-master` for our master, so the
-    /// connection to a demoted master is dropped within a round trip of the announcement
+    /// Calls `on_switch(owner)` whenever a sentinel publishes `+switch-master` for our master,
+    /// so the connection to a demoted master is dropped within a round trip of the announcement
     /// instead of at its next failed command. One task per sentinel, resubscribing after errors;
-    /// each ends when the store is dropped. Every sentinel announces the same switch, so one
-    /// failover is acted on (and counted) once: an announcement of the master already announced
-    /// last is skipped.
-    pub fn watch_switches(&self, on_switch: Arc<dyn Fn() + Send + Sync>) {
-        let last_announced = Arc::new(std::sync::Mutex::new(String::new()));
+    /// each ends within a second of `owner` (the store) being dropped. Every sentinel announces
+    /// the same switch: one failover is acted on once per store (an announcement of the master
+    /// this store was told of last is skipped), and counted once per process.
+    pub fn watch_switches<T: Send + Sync + 'static>(&self, owner: Weak<T>, on_switch: fn(&T)) {
+        let last_announced = Arc::new(Mutex::new(String::new()));
         for info in &self.sentinels {
-            let (info, name, on_switch, last) = (
+            let (info, name, owner, last) = (
                 info.clone(),
                 self.master_name.clone(),
-                on_switch.clone(),
+                owner.clone(),
                 last_announced.clone(),
             );
-            let alive = Arc::downgrade(&on_switch);
             tokio::spawn(async move {
-                drop(on_switch);
-                while alive.strong_count() > 0 {
-                    if let Err(e) = listen(&info, &name, &alive, &last).await {
+                while owner.strong_count() > 0 {
+                    let watch = Watch {
+                        master_name: &name,
+                        owner: &owner,
+                        on_switch,
+                        last_announced: &last,
+                    };
+                    if let Err(e) = watch.listen(&info).await {
                         tracing::debug!(error = %e, "sentinel subscription lost; resubscribing");
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -161,40 +165,73 @@ async fn ask_sentinel(
     })
 }
 
-/// Follows one sentinel's `+switch-master` channel until the subscription breaks.
-async fn listen(
-    info: &redis::ConnectionInfo,
-    master_name: &str,
-    on_switch: &std::sync::Weak<dyn Fn() + Send + Sync>,
-    last_announced: &std::sync::Mutex<String>,
-) -> redis::RedisResult<()> {
-    let client = redis::Client::open(info.clone())?;
-    let connect = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub());
-    let mut pubsub = connect.await.map_err(|_| {
-        redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-    })??;
-    pubsub.subscribe("+switch-master").await?;
-    let mut messages = pubsub.on_message();
-    while let Some(msg) = messages.next().await {
-        // Payload: "<master-name> <old-ip> <old-port> <new-ip> <new-port>"
-        let payload: String = msg.get_payload().unwrap_or_default();
-        if let Some(new_master) = switched_to(&payload, master_name) {
-            {
-                let mut last = last_announced.lock().unwrap_or_else(|e| e.into_inner());
-                if *last == new_master {
+/// One sentinel subscription's view of the store it serves.
+struct Watch<'a, T> {
+    master_name: &'a str,
+    owner: &'a Weak<T>,
+    on_switch: fn(&T),
+    /// The master this store was last told of, shared by its subscriptions.
+    last_announced: &'a Mutex<String>,
+}
+
+/// The master last counted in `tally_master_changes_total`: a process with several stores (the
+/// worker's reader and writer) counts a failover once, as the metric's description promises.
+static LAST_COUNTED: Mutex<String> = Mutex::new(String::new());
+
+impl<T> Watch<'_, T> {
+    /// Follows one sentinel's `+switch-master` channel until the subscription breaks (an error)
+    /// or the store is gone (Ok).
+    async fn listen(&self, info: &redis::ConnectionInfo) -> redis::RedisResult<()> {
+        let client = redis::Client::open(info.clone())?;
+        let connect = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub());
+        let mut pubsub = connect.await.map_err(|_| {
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+        })??;
+        pubsub.subscribe("+switch-master").await?;
+        let mut messages = pubsub.on_message();
+        let mut liveness = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let msg = tokio::select! {
+                msg = messages.next() => msg,
+                _ = liveness.tick() => {
+                    if self.owner.strong_count() == 0 {
+                        return Ok(());
+                    }
                     continue;
                 }
-                *last = new_master.to_owned();
+            };
+            let Some(msg) = msg else {
+                return Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into());
+            };
+            // Payload: "<master-name> <old-ip> <old-port> <new-ip> <new-port>"
+            let payload: String = msg.get_payload().unwrap_or_default();
+            let Some(new_master) = switched_to(&payload, self.master_name) else {
+                continue;
+            };
+            let announced = format!("{} {new_master}", self.master_name);
+            if !replace_if_new(self.last_announced, &announced) {
+                continue;
             }
             tracing::info!(switch = %payload, "sentinel announced +switch-master");
-            crate::metrics::master_change();
-            match on_switch.upgrade() {
-                Some(f) => f(),
+            if replace_if_new(&LAST_COUNTED, &announced) {
+                crate::metrics::master_change();
+            }
+            match self.owner.upgrade() {
+                Some(store) => (self.on_switch)(&store),
                 None => return Ok(()),
             }
         }
     }
-    Ok(())
+}
+
+/// Stores `value` in `last` unless it is there already; true when it was new.
+fn replace_if_new(last: &Mutex<String>, value: &str) -> bool {
+    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+    if *last == value {
+        return false;
+    }
+    value.clone_into(&mut last);
+    true
 }
 
 /// The new master's "ip port" of a `+switch-master` payload for `master_name`, else None.

@@ -272,13 +272,41 @@ async fn sentinel_mode_finds_the_master_and_follows_a_failover() {
         },
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let text = app.metrics_text().await;
-    let changes = text.lines().find_map(|l| {
-        l.strip_prefix("tally_master_changes_total ")?
-            .parse::<f64>()
-            .ok()
+    assert_eq!(master_changes(&app).await, 1.0);
+
+    // A second failover is followed too: each sentinel subscription lives as long as the store
+    // (one that ended after its first announcement once left the second unseen).
+    let on_new = new_master.cli(&["GET", "count:s"]).unwrap();
+    setup.wait_for(Duration::from_secs(20), "the others caught up", |s| {
+        s.replicas
+            .iter()
+            .chain([&s.master])
+            .filter(|r| r.port != new_master.port)
+            .all(|r| r.cli(&["GET", "count:s"]).is_some_and(|v| v == on_new))
     });
-    assert_eq!(changes, Some(1.0), "{text}");
+    let answer = setup.sentinels[1]
+        .cli(&["SENTINEL", "FAILOVER", "mymaster"])
+        .unwrap();
+    assert_eq!(answer.trim(), "OK");
+    setup.wait_for(
+        Duration::from_secs(20),
+        "every sentinel names a third master",
+        |s| {
+            s.sentinels.iter().all(|x| {
+                x.cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+                    .is_some_and(|a| a.lines().nth(1).is_some_and(|p| p.trim() != new_port))
+            })
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(master_changes(&app).await, 2.0);
+}
+
+async fn master_changes(app: &TestApp) -> f64 {
+    let text = app.metrics_text().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("tally_master_changes_total ")?.parse().ok())
+        .unwrap_or_else(|| panic!("no tally_master_changes_total in {text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
