@@ -52,11 +52,7 @@ impl Server {
             ),
         };
         let database = match &config.database {
-            Some(db) => Some(Submissions::new(Database::new(
-                db.url.expose(),
-                db.password.as_ref(),
-                config.request_timeout,
-            )?)),
+            Some(db) => Some(Submissions::new(Database::new(db, config.request_timeout)?)),
             None => None,
         };
         let (request_timeout, idempotency_ttl) = (config.request_timeout, config.idempotency_ttl);

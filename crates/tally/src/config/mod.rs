@@ -2,24 +2,27 @@
 //! the original Go service's variables as a fallback (drop-in replacement), secrets from files.
 
 mod common;
+mod database;
 mod durability;
 mod limits;
 mod redis;
 pub(crate) mod secret;
+mod tls;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
 pub use self::common::{positive_duration, CommonArgs, Drain, FibArgs, LogFormat, ServingArgs};
+pub use self::database::{DatabaseArgs, DatabaseConfig, SslMode};
 pub use self::durability::{resolve_durability, Durability, DurabilityFlag};
 pub use self::limits::{Limits, ListenerArgs, ListenerLimits, RateLimit, RateLimitArgs};
 pub use self::redis::{
     ClusterTarget, RedisArgs, RedisAuth, RedisTarget, SentinelTarget, StoreConfig,
 };
-pub use self::secret::Secret;
+pub use self::secret::{Credential, Secret};
+pub use self::tls::{RedisTlsArgs, TlsFiles, TlsMaterial};
 
 /// Every flag of `tally serve`; each one can also be set by the environment variable it names.
 #[derive(Args, Debug, Clone)]
@@ -55,18 +58,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_MEMORY_MAX_ENTRIES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub memory_max_entries: u64,
 
-    /// Postgres for Fibonacci job submissions: postgres://user@host:5432/db. Without it the
-    /// job routes answer 503; counters and messages do not need it.
-    #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-
-    /// Postgres password (prefer the file). Overrides a password in the URL.
-    #[arg(long, env = "TALLY_DATABASE_PASSWORD", hide_env_values = true)]
-    pub database_password: Option<String>,
-
-    /// File holding the Postgres password.
-    #[arg(long, env = "TALLY_DATABASE_PASSWORD_FILE")]
-    pub database_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// How long an Idempotency-Key is remembered.
     #[arg(long, env = "TALLY_IDEMPOTENCY_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
@@ -80,13 +73,6 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub fib: FibArgs,
-}
-
-/// Postgres connection settings. The URL is kept as a secret: it may carry a password.
-#[derive(Debug, Clone)]
-pub struct DatabaseConfig {
-    pub url: Secret,
-    pub password: Option<Secret>,
 }
 
 /// The resolved configuration the server runs with.
@@ -150,17 +136,7 @@ impl ServeConfig {
             messages_key: args.messages_key.clone(),
             message_retention: args.message_retention,
             memory_max_entries: usize::try_from(args.memory_max_entries).unwrap_or(usize::MAX),
-            database: match &args.database_url {
-                Some(url) if !url.is_empty() => Some(DatabaseConfig {
-                    url: Secret::new(url.clone()),
-                    password: secret::secret_from(
-                        args.database_password.as_deref(),
-                        args.database_password_file.as_deref(),
-                        "TALLY_DATABASE_PASSWORD",
-                    )?,
-                }),
-                _ => None,
-            },
+            database: args.database.resolve()?,
             fib_max_index: args.fib.fib_max_index,
             request_timeout,
             idempotency_ttl: args.idempotency_ttl,

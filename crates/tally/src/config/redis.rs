@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::durability::DurabilityFlag;
-
-use super::secret::{secret_from, Secret};
+use super::secret::{credential_from, Credential, Secret};
+use super::tls::{RedisTlsArgs, TlsFiles};
 
 /// How to reach Redis and how durable writes must be; shared by `serve` and `worker`.
 #[derive(Args, Debug, Clone)]
@@ -29,9 +29,12 @@ pub struct RedisArgs {
     #[arg(long, env = "TALLY_REDIS_CLUSTER", value_delimiter = ',')]
     pub redis_cluster: Vec<String>,
 
-    /// Cluster mode: connect to the nodes with TLS.
+    /// Cluster mode: connect to the nodes with TLS (as TALLY_REDIS_TLS does).
     #[arg(long, env = "TALLY_REDIS_CLUSTER_TLS")]
     pub redis_cluster_tls: bool,
+
+    #[command(flatten)]
+    pub tls: RedisTlsArgs,
 
     /// The master name the sentinels monitor.
     #[arg(long, env = "TALLY_REDIS_MASTER_NAME", default_value = "mymaster")]
@@ -50,7 +53,8 @@ pub struct RedisArgs {
     #[arg(long, env = "TALLY_REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
 
-    /// File holding the Redis password (a mounted Kubernetes Secret).
+    /// File holding the Redis password (a mounted Kubernetes Secret); read again for every new
+    /// connection, so a rotated password needs no restart.
     #[arg(long, env = "TALLY_REDIS_PASSWORD_FILE")]
     pub redis_password_file: Option<PathBuf>,
 
@@ -62,7 +66,7 @@ pub struct RedisArgs {
     #[arg(long, env = "TALLY_SENTINEL_PASSWORD", hide_env_values = true)]
     pub sentinel_password: Option<String>,
 
-    /// File holding the sentinels' password.
+    /// File holding the sentinels' password; read again for every new connection.
     #[arg(long, env = "TALLY_SENTINEL_PASSWORD_FILE")]
     pub sentinel_password_file: Option<PathBuf>,
 
@@ -104,7 +108,7 @@ pub enum StoreConfig {
 #[derive(Debug, Clone, Default)]
 pub struct RedisAuth {
     pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub password: Option<Credential>,
     pub db: i64,
 }
 
@@ -113,7 +117,8 @@ pub struct RedisAuth {
 pub struct RedisTarget {
     pub host: String,
     pub port: u16,
-    pub tls: bool,
+    /// TLS (rediss://), with the CA and client certificate files.
+    pub tls: Option<TlsFiles>,
     pub auth: RedisAuth,
     /// Accept a server whose maxmemory-policy can evict counters.
     pub allow_eviction: bool,
@@ -124,7 +129,11 @@ pub struct SentinelTarget {
     pub sentinels: Vec<(String, u16)>,
     pub master_name: String,
     pub sentinel_username: Option<String>,
-    pub sentinel_password: Option<Secret>,
+    pub sentinel_password: Option<Credential>,
+    /// TLS to the sentinels.
+    pub sentinel_tls: Option<TlsFiles>,
+    /// TLS to the Redis nodes the sentinels name.
+    pub tls: Option<TlsFiles>,
     pub auth: RedisAuth,
     /// Accept a master whose maxmemory-policy can evict counters.
     pub allow_eviction: bool,
@@ -134,7 +143,7 @@ pub struct SentinelTarget {
 #[derive(Debug, Clone)]
 pub struct ClusterTarget {
     pub nodes: Vec<(String, u16)>,
-    pub tls: bool,
+    pub tls: Option<TlsFiles>,
     /// Credentials; a cluster has database 0 only.
     pub auth: RedisAuth,
     /// Accept masters whose maxmemory-policy can evict counters.
@@ -143,7 +152,7 @@ pub struct ClusterTarget {
 
 impl StoreConfig {
     pub fn resolve(args: &RedisArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let password = secret_from(
+        let password = credential_from(
             args.redis_password.as_deref(),
             args.redis_password_file.as_deref(),
             "TALLY_REDIS_PASSWORD",
@@ -151,7 +160,7 @@ impl StoreConfig {
         .or_else(|| {
             env("REDIS_PASSWORD")
                 .filter(|p| !p.is_empty())
-                .map(Secret::new)
+                .map(|p| Credential::Inline(Secret::new(p)))
         });
         let username = args.redis_username.clone().filter(|u| !u.is_empty());
 
@@ -169,9 +178,13 @@ impl StoreConfig {
                 .iter()
                 .map(|s| parse_host_port(s, 6379))
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            let tls = args.redis_cluster_tls || args.tls.redis_tls;
+            if args.tls.sentinel_tls {
+                anyhow::bail!("TALLY_SENTINEL_TLS is for Sentinel mode, not Cluster mode");
+            }
             return Ok(Self::Cluster(ClusterTarget {
                 nodes,
-                tls: args.redis_cluster_tls,
+                tls: args.tls.files(tls)?,
                 auth: RedisAuth {
                     username,
                     password,
@@ -197,11 +210,13 @@ impl StoreConfig {
                 sentinels,
                 master_name: args.redis_master_name.clone(),
                 sentinel_username: args.sentinel_username.clone().filter(|u| !u.is_empty()),
-                sentinel_password: secret_from(
+                sentinel_password: credential_from(
                     args.sentinel_password.as_deref(),
                     args.sentinel_password_file.as_deref(),
                     "TALLY_SENTINEL_PASSWORD",
                 )?,
+                sentinel_tls: args.tls.files(args.tls.sentinel_tls)?,
+                tls: args.tls.files(args.tls.redis_tls)?,
                 auth: RedisAuth {
                     username,
                     password,
@@ -211,8 +226,17 @@ impl StoreConfig {
             }));
         }
 
+        if args.redis_cluster_tls || args.tls.sentinel_tls {
+            anyhow::bail!(
+                "TALLY_REDIS_CLUSTER_TLS and TALLY_SENTINEL_TLS need Cluster or Sentinel mode"
+            );
+        }
         if let Some(url) = &args.redis_url {
             let mut target = RedisTarget::parse_url(url)?;
+            if args.tls.redis_tls && target.tls.is_none() {
+                anyhow::bail!("TALLY_REDIS_TLS with a redis:// URL: use rediss:// for TLS");
+            }
+            target.tls = args.tls.files(target.tls.is_some())?;
             if username.is_some() {
                 target.auth.username = username;
             }
@@ -235,7 +259,7 @@ impl StoreConfig {
             return Ok(Self::Redis(RedisTarget {
                 host,
                 port,
-                tls: false,
+                tls: args.tls.files(args.tls.redis_tls)?,
                 auth: RedisAuth {
                     username,
                     password,
@@ -295,8 +319,8 @@ impl RedisTarget {
         let url = url::Url::parse(raw)
             .map_err(|e| anyhow::anyhow!("TALLY_REDIS_URL is not a valid URL: {e}"))?;
         let tls = match url.scheme() {
-            "redis" => false,
-            "rediss" => true,
+            "redis" => None,
+            "rediss" => Some(TlsFiles::default()),
             other => anyhow::bail!("TALLY_REDIS_URL scheme must be redis or rediss, not {other}"),
         };
         let host = url
@@ -314,7 +338,9 @@ impl RedisTarget {
         };
         let username = Some(decode(url.username())?).filter(|u| !u.is_empty());
         let password = match url.password() {
-            Some(p) => Some(Secret::new(decode(p)?)).filter(|p| !p.expose().is_empty()),
+            Some(p) => Some(Secret::new(decode(p)?))
+                .filter(|p| !p.expose().is_empty())
+                .map(Credential::Inline),
             None => None,
         };
         let db =
@@ -341,7 +367,11 @@ impl RedisTarget {
 /// The form printed in the startup log: the URL without its password.
 impl fmt::Display for RedisTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "rediss" } else { "redis" };
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         write!(f, "{scheme}://")?;
         match (&self.auth.username, &self.auth.password) {
             (Some(u), Some(_)) => write!(f, "{u}:<redacted>@")?,
@@ -371,9 +401,11 @@ impl fmt::Display for StoreConfig {
                     .collect();
                 write!(
                     f,
-                    "sentinel master={} sentinels={} db={} password={} sentinel_password={}",
+                    "sentinel master={} sentinels={} tls={} sentinel_tls={} db={} password={} sentinel_password={}",
                     t.master_name,
                     list.join(","),
+                    t.tls.is_some(),
+                    t.sentinel_tls.is_some(),
                     t.auth.db,
                     if t.auth.password.is_some() {
                         "<redacted>"
@@ -393,7 +425,7 @@ impl fmt::Display for StoreConfig {
                     f,
                     "cluster nodes={} tls={} password={}",
                     list.join(","),
-                    t.tls,
+                    t.tls.is_some(),
                     if t.auth.password.is_some() {
                         "<redacted>"
                     } else {

@@ -32,7 +32,16 @@ fn url_with_credentials_is_parsed_and_redacted() {
     };
     assert_eq!((t.host.as_str(), t.port, t.auth.db), ("cache", 6380, 3));
     assert_eq!(t.auth.username.as_deref(), Some("app"));
-    assert_eq!(t.auth.password.as_ref().unwrap().expose(), "p@ss");
+    assert_eq!(
+        t.auth
+            .password
+            .as_ref()
+            .unwrap()
+            .current()
+            .unwrap()
+            .expose(),
+        "p@ss"
+    );
     let shown = t.to_string();
     assert_eq!(shown, "redis://app:<redacted>@cache:6380/3");
     assert!(!format!("{t:?}").contains("p@ss"));
@@ -47,8 +56,8 @@ fn explicit_password_overrides_the_url() {
     .unwrap() else {
         panic!()
     };
-    assert!(t.tls);
-    assert_eq!(t.auth.password.unwrap().expose(), "new");
+    assert!(t.tls.is_some());
+    assert_eq!(t.auth.password.unwrap().current().unwrap().expose(), "new");
 }
 
 #[test]
@@ -71,7 +80,7 @@ fn legacy_variables_select_redis() {
         panic!()
     };
     assert_eq!((t.host.as_str(), t.port, t.auth.db), ("redis", 6380, 2));
-    assert_eq!(t.auth.password.unwrap().expose(), "pw");
+    assert_eq!(t.auth.password.unwrap().current().unwrap().expose(), "pw");
 }
 
 #[test]
@@ -147,7 +156,7 @@ fn cluster_seeds_parse_with_default_port_and_exclude_other_modes() {
         ]
     );
     assert_eq!(t.auth.db, 0);
-    assert!(!t.tls);
+    assert!(t.tls.is_none());
     let shown = StoreConfig::Cluster(t).to_string();
     assert!(!shown.contains("cluster-secret"), "{shown}");
     assert!(shown.contains("nodes=n1:7000,n2:6379"), "{shown}");

@@ -5,59 +5,85 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
-use crate::config::RedisAuth;
+use crate::config::{RedisAuth, TlsFiles};
 use crate::store::{StoreError, Unavailable};
 
-/// Opens and authenticates a connection within `budget`. Handshake failures other than bad
-/// credentials count as connect failures: no command was sent yet.
-pub(crate) async fn connect(
-    info: &redis::ConnectionInfo,
-    budget: Duration,
-) -> Result<MultiplexedConnection, StoreError> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(budget))
-        // Deadlines are ours (per request), not a per-command timeout of the client.
-        .set_response_timeout(None);
-    let client = redis::Client::open(info.clone())
-        .map_err(|e| StoreError::unavailable(Unavailable::Connect, e.to_string()))?;
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|e| match classify(&e) {
-            err @ StoreError::Unavailable {
-                kind: Unavailable::Auth,
-                ..
-            } => err,
-            _ => StoreError::unavailable(Unavailable::Connect, e.to_string()),
-        })
+/// How to open connections to one kind of server (the Redis nodes, or the sentinels): the
+/// credentials and the TLS material, both read when a connection is opened, so that a rotated
+/// password or certificate reaches the next connection without a restart.
+#[derive(Debug, Clone)]
+pub(crate) struct Dialer {
+    pub(crate) auth: RedisAuth,
+    pub(crate) tls: Option<TlsFiles>,
 }
 
-pub(crate) fn connection_info(
-    host: &str,
-    port: u16,
-    tls: bool,
-    auth: &RedisAuth,
-) -> redis::ConnectionInfo {
-    let addr = if tls {
-        redis::ConnectionAddr::TcpTls {
-            host: host.to_owned(),
-            port,
-            insecure: false,
-            tls_params: None,
+impl Dialer {
+    /// A client for `host:port` with the credentials and certificates as of now. The TLS server
+    /// name is `host`: certificates must carry the names the sentinels or the slot map give.
+    pub(crate) fn client(&self, host: &str, port: u16) -> Result<redis::Client, StoreError> {
+        let unreadable =
+            |e: anyhow::Error| StoreError::unavailable(Unavailable::Config, e.to_string());
+        let mut settings = redis::RedisConnectionInfo::default().set_db(self.auth.db);
+        if let Some(user) = &self.auth.username {
+            settings = settings.set_username(user);
         }
-    } else {
-        redis::ConnectionAddr::Tcp(host.to_owned(), port)
-    };
-    let mut settings = redis::RedisConnectionInfo::default().set_db(auth.db);
-    if let Some(user) = &auth.username {
-        settings = settings.set_username(user);
+        if let Some(password) = &self.auth.password {
+            settings = settings.set_password(password.current().map_err(unreadable)?.expose());
+        }
+        let addr = match &self.tls {
+            None => redis::ConnectionAddr::Tcp(host.to_owned(), port),
+            Some(_) => redis::ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: false,
+                tls_params: None,
+            },
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(addr)
+            .expect("a TCP address is always valid connection info")
+            .set_redis_settings(settings);
+        let client = match &self.tls {
+            None => redis::Client::open(info),
+            Some(files) => {
+                let material = files.read().map_err(unreadable)?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: material.client.map(|(client_cert, client_key)| {
+                        redis::ClientTlsConfig {
+                            client_cert,
+                            client_key,
+                        }
+                    }),
+                    root_cert: material.ca,
+                };
+                redis::Client::build_with_tls(info, certificates)
+            }
+        };
+        client.map_err(|e| StoreError::unavailable(Unavailable::Config, e.to_string()))
     }
-    if let Some(password) = &auth.password {
-        settings = settings.set_password(password.expose());
+
+    /// Opens and authenticates a connection within `budget`. Handshake failures other than bad
+    /// credentials count as connect failures: no command was sent yet.
+    pub(crate) async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        budget: Duration,
+    ) -> Result<MultiplexedConnection, StoreError> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(budget))
+            // Deadlines are ours (per request), not a per-command timeout of the client.
+            .set_response_timeout(None);
+        self.client(host, port)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| match classify(&e) {
+                err @ StoreError::Unavailable {
+                    kind: Unavailable::Auth,
+                    ..
+                } => err,
+                _ => StoreError::unavailable(Unavailable::Connect, e.to_string()),
+            })
     }
-    redis::IntoConnectionInfo::into_connection_info(addr)
-        .expect("a TCP address is always valid connection info")
-        .set_redis_settings(settings)
 }
 
 /// Maps a client error to what it means for the caller. Messages come from the server or the

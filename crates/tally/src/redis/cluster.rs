@@ -22,7 +22,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use tokio::time::{timeout_at, Instant};
 
-use super::client::{classify, connect, connection_info};
+use super::client::{classify, Dialer};
 use super::link::Link;
 use super::slots::{slot, Node, SlotMap};
 use super::{is_readonly, Connection, RedisClient};
@@ -89,8 +89,8 @@ pub struct Cluster {
 /// The slot map and how to read it again; shared with the background refresh.
 struct Topology {
     seeds: Vec<Node>,
-    tls: bool,
-    auth: RedisAuth,
+    /// Credentials and TLS of every node (database 0).
+    dialer: Dialer,
     map: RwLock<Arc<SlotMap>>,
     /// When the map was last read (or tried), and whether something since says it is stale.
     freshness: Mutex<(Option<Instant>, bool)>,
@@ -105,10 +105,12 @@ impl Cluster {
         Self {
             topology: Arc::new(Topology {
                 seeds: target.nodes.clone(),
-                tls: target.tls,
-                auth: RedisAuth {
-                    db: 0,
-                    ..target.auth.clone()
+                dialer: Dialer {
+                    auth: RedisAuth {
+                        db: 0,
+                        ..target.auth.clone()
+                    },
+                    tls: target.tls.clone(),
                 },
                 map: RwLock::new(Arc::new(SlotMap::default())),
                 freshness: Mutex::new((None, true)),
@@ -257,9 +259,12 @@ impl Cluster {
         node: Node,
         budget: Duration,
     ) -> Result<MultiplexedConnection, StoreError> {
-        let (tls, auth) = (self.topology.tls, &self.topology.auth);
-        let info = connection_info(&node.0, node.1, tls, auth);
-        client.checked(connect(&info, budget).await?).await
+        let conn = self
+            .topology
+            .dialer
+            .connect(&node.0, node.1, budget)
+            .await?;
+        client.checked(conn).await
     }
 }
 
@@ -362,8 +367,7 @@ impl Topology {
     }
 
     async fn read(&self, node: Node, budget: Duration) -> Result<SlotMap, StoreError> {
-        let info = connection_info(&node.0, node.1, self.tls, &self.auth);
-        let mut conn = connect(&info, budget).await?;
+        let mut conn = self.dialer.connect(&node.0, node.1, budget).await?;
         let reply: redis::Value = redis::cmd("CLUSTER")
             .arg("SLOTS")
             .query_async(&mut conn)

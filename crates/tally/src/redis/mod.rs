@@ -30,7 +30,7 @@ pub use self::connection::Connection;
 pub use self::keys::{FibKeys, KeySpace, DEFAULT_COUNTER_PREFIX, DEFAULT_NAMESPACE};
 
 use self::client::check_eviction_policy;
-pub(crate) use self::client::{classify, connect, connection_info};
+pub(crate) use self::client::{classify, Dialer};
 
 use self::cluster::{Cluster, Redirect};
 use self::link::Link;
@@ -47,7 +47,11 @@ pub struct RedisClient {
 }
 
 enum Source {
-    Standalone(redis::ConnectionInfo),
+    Standalone {
+        dialer: Dialer,
+        host: String,
+        port: u16,
+    },
     Sentinel(SentinelResolver),
     Cluster(Cluster),
 }
@@ -64,8 +68,14 @@ struct Inner {
 
 impl RedisClient {
     pub fn standalone(target: &RedisTarget, keys: KeySpace, durability: Durability) -> Self {
-        let info = connection_info(&target.host, target.port, target.tls, &target.auth);
-        let source = Source::Standalone(info);
+        let source = Source::Standalone {
+            dialer: Dialer {
+                auth: target.auth.clone(),
+                tls: target.tls.clone(),
+            },
+            host: target.host.clone(),
+            port: target.port,
+        };
         Self::with_source(source, keys, durability, target.allow_eviction)
     }
 
@@ -288,7 +298,9 @@ impl RedisClient {
 
     async fn open_master(&self, budget: Duration) -> Result<MultiplexedConnection, StoreError> {
         let conn = match &self.inner.source {
-            Source::Standalone(info) => connect(info, budget).await?,
+            Source::Standalone { dialer, host, port } => {
+                dialer.connect(host, *port, budget).await?
+            }
             Source::Sentinel(resolver) => resolver.connect_master(budget).await?,
             Source::Cluster(_) => {
                 unreachable!("Cluster mode opens shard links, not the master link")
@@ -314,7 +326,7 @@ impl RedisClient {
         match kind {
             // Too few replicas behind this master: it may have been cut off and replaced, so
             // look for the master again. Standalone has nowhere else to go.
-            Unavailable::NoReplicas => !matches!(self.inner.source, Source::Standalone(_)),
+            Unavailable::NoReplicas => !matches!(self.inner.source, Source::Standalone { .. }),
             // The connection is fine; in Sentinel mode the sentinels fail over away from a
             // master whose disk fails (it answers PING with MISCONF too). A redirect names
             // another node, and this one still serves its other slots.
@@ -330,7 +342,7 @@ impl RedisClient {
 impl Source {
     fn kind(&self) -> &'static str {
         match self {
-            Self::Standalone(_) => "redis",
+            Self::Standalone { .. } => "redis",
             Self::Sentinel(_) => "sentinel",
             Self::Cluster(_) => "cluster",
         }

@@ -13,31 +13,35 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use tokio::task::JoinSet;
 
-use super::client::{classify, connect, connection_info};
+use super::client::{classify, Dialer};
 use crate::config::{RedisAuth, SentinelTarget};
 use crate::store::{StoreError, Unavailable};
 
 pub struct SentinelResolver {
-    sentinels: Vec<redis::ConnectionInfo>,
+    sentinels: Arc<[(String, u16)]>,
+    /// How to reach the sentinels, and how to reach the Redis nodes they name.
+    sentinel_dialer: Dialer,
+    master_dialer: Dialer,
     master_name: String,
-    master_auth: RedisAuth,
 }
 
 impl SentinelResolver {
     pub fn new(target: &SentinelTarget) -> Self {
-        let sentinel_auth = RedisAuth {
-            username: target.sentinel_username.clone(),
-            password: target.sentinel_password.clone(),
-            db: 0,
-        };
         Self {
-            sentinels: target
-                .sentinels
-                .iter()
-                .map(|(host, port)| connection_info(host, *port, false, &sentinel_auth))
-                .collect(),
+            sentinels: target.sentinels.clone().into(),
+            sentinel_dialer: Dialer {
+                auth: RedisAuth {
+                    username: target.sentinel_username.clone(),
+                    password: target.sentinel_password.clone(),
+                    db: 0,
+                },
+                tls: target.sentinel_tls.clone(),
+            },
+            master_dialer: Dialer {
+                auth: target.auth.clone(),
+                tls: target.tls.clone(),
+            },
             master_name: target.master_name.clone(),
-            master_auth: target.auth.clone(),
         }
     }
 
@@ -49,9 +53,10 @@ impl SentinelResolver {
     /// this store was told of last is skipped), and counted once per process.
     pub fn watch_switches<T: Send + Sync + 'static>(&self, owner: Weak<T>, on_switch: fn(&T)) {
         let last_announced = Arc::new(Mutex::new(String::new()));
-        for info in &self.sentinels {
-            let (info, name, owner, last) = (
-                info.clone(),
+        for (host, port) in self.sentinels.iter() {
+            let (sentinel, dialer, name, owner, last) = (
+                (host.clone(), *port),
+                self.sentinel_dialer.clone(),
                 self.master_name.clone(),
                 owner.clone(),
                 last_announced.clone(),
@@ -64,7 +69,7 @@ impl SentinelResolver {
                         on_switch,
                         last_announced: &last,
                     };
-                    if let Err(e) = watch.listen(&info).await {
+                    if let Err(e) = watch.listen(&dialer, &sentinel).await {
                         tracing::debug!(error = %e, "sentinel subscription lost; resubscribing");
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -80,9 +85,8 @@ impl SentinelResolver {
     ) -> Result<MultiplexedConnection, StoreError> {
         let started = tokio::time::Instant::now();
         let (host, port) = self.majority_master(budget).await?;
-        let info = connection_info(&host, port, false, &self.master_auth);
         let remaining = budget.saturating_sub(started.elapsed());
-        let mut conn = connect(&info, remaining).await?;
+        let mut conn = self.master_dialer.connect(&host, port, remaining).await?;
         let role: Vec<redis::Value> = redis::cmd("ROLE")
             .query_async(&mut conn)
             .await
@@ -104,9 +108,14 @@ impl SentinelResolver {
     /// for the whole deadline when the others already agree. The unanswered asks are dropped.
     async fn majority_master(&self, budget: Duration) -> Result<(String, u16), StoreError> {
         let mut asks = JoinSet::new();
-        for info in &self.sentinels {
-            let (info, name) = (info.clone(), self.master_name.clone());
-            asks.spawn(async move { ask_sentinel(info, name, budget).await });
+        for (host, port) in self.sentinels.iter() {
+            let (dialer, host, port, name) = (
+                self.sentinel_dialer.clone(),
+                host.clone(),
+                *port,
+                self.master_name.clone(),
+            );
+            asks.spawn(async move { ask_sentinel(&dialer, &host, port, name, budget).await });
         }
         let needed = self.sentinels.len() / 2 + 1;
         let mut votes: HashMap<(String, u16), usize> = HashMap::new();
@@ -143,12 +152,14 @@ impl SentinelResolver {
 }
 
 async fn ask_sentinel(
-    info: redis::ConnectionInfo,
+    dialer: &Dialer,
+    host: &str,
+    port: u16,
     master_name: String,
     budget: Duration,
 ) -> Result<Option<(String, u16)>, StoreError> {
     let ask = async {
-        let mut conn = connect(&info, budget).await?;
+        let mut conn = dialer.connect(host, port, budget).await?;
         let addr: Option<(String, String)> = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
             .arg(&master_name)
@@ -181,8 +192,8 @@ static LAST_COUNTED: Mutex<String> = Mutex::new(String::new());
 impl<T> Watch<'_, T> {
     /// Follows one sentinel's `+switch-master` channel until the subscription breaks (an error)
     /// or the store is gone (Ok).
-    async fn listen(&self, info: &redis::ConnectionInfo) -> redis::RedisResult<()> {
-        let client = redis::Client::open(info.clone())?;
+    async fn listen(&self, dialer: &Dialer, (host, port): &(String, u16)) -> anyhow::Result<()> {
+        let client = dialer.client(host, *port)?;
         let connect = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub());
         let mut pubsub = connect.await.map_err(|_| {
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use crate::support::redis::{RedisProcess, SentinelSetup, PASSWORD};
 use crate::support::{BinaryApp, TestApp};
 use futures::stream::{self, StreamExt};
-use tally::config::{Durability, RedisAuth, Secret, SentinelTarget, ServeConfig, StoreConfig};
+use tally::config::{
+    Credential, Durability, RedisAuth, Secret, SentinelTarget, ServeConfig, StoreConfig,
+};
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -178,10 +180,12 @@ fn sentinel_config(setup: &SentinelSetup) -> ServeConfig {
             .collect(),
         master_name: "mymaster".into(),
         sentinel_username: None,
-        sentinel_password: Some(Secret::new(PASSWORD)),
+        sentinel_password: Some(Credential::Inline(Secret::new(PASSWORD))),
+        sentinel_tls: None,
+        tls: None,
         auth: RedisAuth {
             username: None,
-            password: Some(Secret::new(PASSWORD)),
+            password: Some(Credential::Inline(Secret::new(PASSWORD))),
             db: 0,
         },
         allow_eviction: false,

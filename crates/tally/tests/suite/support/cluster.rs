@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::redis::{RedisProcess, PASSWORD};
-use tally::config::{ClusterTarget, RedisAuth, Secret, StoreConfig};
+use tally::config::{ClusterTarget, Credential, RedisAuth, Secret, StoreConfig};
 
 /// As the chart's cluster config: shards serve their slots while another shard is down
 /// (require-full-coverage no: with the default, every node answers CLUSTERDOWN from the moment
@@ -87,10 +87,10 @@ impl ClusterSetup {
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig::Cluster(ClusterTarget {
             nodes: self.seeds(),
-            tls: false,
+            tls: None,
             auth: RedisAuth {
                 username: None,
-                password: Some(Secret::new(PASSWORD.to_owned())),
+                password: Some(Credential::Inline(Secret::new(PASSWORD.to_owned()))),
                 db: 0,
             },
             allow_eviction: false,

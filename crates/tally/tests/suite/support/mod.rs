@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod postgres;
 pub mod redis;
+pub mod tls;
 pub mod web;
 
 use std::io::{BufRead, BufReader};
@@ -202,7 +203,11 @@ impl TestApp {
         config.store = store;
         config.database = Some(tally::config::DatabaseConfig {
             url: tally::config::Secret::new(pg.url()),
-            password: Some(tally::config::Secret::new(postgres::PG_PASSWORD)),
+            password: Some(tally::config::Credential::Inline(
+                tally::config::Secret::new(postgres::PG_PASSWORD),
+            )),
+            ssl_mode: tally::config::SslMode::Disable,
+            root_cert: None,
         });
         Self::spawn(config).await
     }

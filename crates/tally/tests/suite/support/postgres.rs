@@ -46,10 +46,38 @@ fn as_pg(program: PathBuf) -> Command {
 pub struct Postgres {
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Server options beyond the listener's (TLS).
+    options: String,
 }
 
 impl Postgres {
     pub fn start() -> Self {
+        Self::start_with(|_| String::new())
+    }
+
+    /// A server that also speaks TLS, with a certificate for `localhost` from `ca`.
+    pub fn start_tls(ca: &super::tls::TestCa) -> Self {
+        Self::start_with(|dir| {
+            let (cert, key) = ca.issue("postgres", &["localhost"]);
+            let (cert_to, key_to) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::copy(cert, &cert_to).unwrap();
+            std::fs::copy(key, &key_to).unwrap();
+            if is_root() {
+                Command::new("chown")
+                    .args(["postgres"])
+                    .args([&cert_to, &key_to])
+                    .status()
+                    .unwrap();
+            }
+            format!(
+                "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert_to.display(),
+                key_to.display()
+            )
+        })
+    }
+
+    fn start_with(options: impl FnOnce(&std::path::Path) -> String) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tally-pg")
             .tempdir()
@@ -88,9 +116,11 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let options = options(dir.path());
         let pg = Self {
             port: free_port(),
             dir,
+            options,
         };
         pg.pg_ctl_start();
         pg
@@ -99,9 +129,10 @@ impl Postgres {
     fn pg_ctl_start(&self) {
         let data = self.dir.path().join("data");
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off",
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.options
         );
         let out = as_pg(bin("pg_ctl"))
             .args(["-D", data.to_str().unwrap(), "-o", &options, "-l"])
@@ -126,6 +157,27 @@ impl Postgres {
     /// `postgres://tally@127.0.0.1:PORT/postgres`; the password goes separately.
     pub fn url(&self) -> String {
         format!("postgres://tally@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs one query as the `tally` superuser over the local socket; its single value.
+    pub fn query(&self, sql: &str) -> String {
+        let out = as_pg(bin("psql"))
+            .args([
+                "-h",
+                self.dir.path().to_str().unwrap(),
+                "-p",
+                &self.port.to_string(),
+            ])
+            .args(["-U", "tally", "-d", "postgres", "-At", "-c", sql])
+            .env("PGPASSWORD", PG_PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// SIGKILL the postmaster: no shutdown checkpoint, connections cut.

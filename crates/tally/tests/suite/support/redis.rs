@@ -32,7 +32,19 @@ pub struct RedisProcess {
     dir: tempfile::TempDir,
     conf: PathBuf,
     sentinel: bool,
+    /// TLS only: the CA file redis-cli trusts, and its client certificate and key.
+    cli_tls: Option<(PathBuf, (PathBuf, PathBuf))>,
     child: Option<Child>,
+}
+
+/// A TLS listener instead of a plain one: the server's certificate and key, and the CA (which
+/// also verifies client certificates, when the config asks for them).
+pub struct TlsListener {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    /// The certificate and key redis-cli shows, for servers that require one.
+    pub cli: (PathBuf, PathBuf),
 }
 
 impl RedisProcess {
@@ -41,7 +53,7 @@ impl RedisProcess {
         let conf = format!(
             "requirepass {PASSWORD}\nmasterauth {PASSWORD}\nsave \"\"\nappendonly no\n{extra}\n"
         );
-        Self::start(conf, false)
+        Self::start(conf, false, None)
     }
 
     /// A sentinel watching `master_port` as `mymaster`, itself password-protected.
@@ -54,10 +66,11 @@ impl RedisProcess {
              sentinel failover-timeout mymaster 5000\n\
              sentinel parallel-syncs mymaster 1\n"
         );
-        Self::start(conf, true)
+        Self::start(conf, true, None)
     }
 
-    fn start(body: String, sentinel: bool) -> Self {
+    /// A server or sentinel with config `body`, on a plain port or, with `tls`, a TLS port only.
+    pub fn start(body: String, sentinel: bool, tls: Option<TlsListener>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let conf = dir.path().join(if sentinel {
@@ -65,8 +78,17 @@ impl RedisProcess {
         } else {
             "redis.conf"
         });
+        let listen = match &tls {
+            None => format!("port {port}"),
+            Some(t) => format!(
+                "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}",
+                t.cert.display(),
+                t.key.display(),
+                t.ca.display()
+            ),
+        };
         let full = format!(
-            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {}\nlogfile {}\n{body}",
+            "{listen}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {}\nlogfile {}\n{body}",
             dir.path().display(),
             dir.path().join("log").display()
         );
@@ -76,6 +98,7 @@ impl RedisProcess {
             dir,
             conf,
             sentinel,
+            cli_tls: tls.map(|t| (t.ca, t.cli)),
             child: None,
         };
         process.spawn();
@@ -120,8 +143,13 @@ impl RedisProcess {
 
     /// Runs redis-cli against this process (password passed through the environment).
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new(binary("redis-cli"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+        let mut cmd = Command::new(binary("redis-cli"));
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some((ca, (cert, key))) = &self.cli_tls {
+            cmd.arg("--tls").arg("--cacert").arg(ca);
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        let out = cmd
             .args(args)
             .env("REDISCLI_AUTH", PASSWORD)
             .stderr(Stdio::null())

@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+mod connect;
 
-use crate::config::Secret;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+use crate::config::DatabaseConfig;
 
 /// Why Postgres could not do what was asked. Whether a transaction committed is unknown only
 /// when its COMMIT failed; every caller treats this as "retry later" (503).
@@ -28,20 +29,18 @@ pub struct Database {
 }
 
 impl Database {
-    /// Builds the pool; connects lazily. `url` is `postgres://user[:pass]@host:port/db`.
-    pub fn new(
-        url: &str,
-        password: Option<&Secret>,
-        connect_timeout: Duration,
-    ) -> anyhow::Result<Self> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|_| anyhow::anyhow!("TALLY_DATABASE_URL is not a valid postgres:// URL"))?;
-        if let Some(p) = password {
-            config.password(p.expose());
-        }
+    /// Builds the pool; connects lazily (each new connection reads the password and CA files
+    /// again: `connect`).
+    pub fn new(database: &DatabaseConfig, connect_timeout: Duration) -> anyhow::Result<Self> {
+        let mut config: tokio_postgres::Config =
+            database.url.expose().parse().map_err(|_| {
+                anyhow::anyhow!("TALLY_DATABASE_URL is not a valid postgres:// URL")
+            })?;
         config.connect_timeout(connect_timeout);
-        config.application_name("tally");
+        // The URL's application_name wins: several deployments on one server tell apart.
+        if config.get_application_name().is_none() {
+            config.application_name("tally");
+        }
         let hosts: Vec<String> = config
             .get_hosts()
             .iter()
@@ -52,14 +51,15 @@ impl Database {
             })
             .collect();
         let display = format!(
-            "postgres://{}@{}/{}",
+            "postgres://{}@{}/{} sslmode={:?}",
             config.get_user().unwrap_or(""),
             hosts.join(","),
-            config.get_dbname().unwrap_or("")
+            config.get_dbname().unwrap_or(""),
+            database.ssl_mode
         );
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             config,
-            NoTls,
+            connect::Connector::new(database)?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
