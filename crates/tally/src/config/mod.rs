@@ -6,6 +6,7 @@ mod database;
 mod durability;
 mod limits;
 mod redis;
+mod redis_url;
 pub(crate) mod secret;
 mod tls;
 
