@@ -81,7 +81,8 @@ pub enum Unavailable {
     /// Any other error the server returned.
     Server,
     /// The server is configured so that tally cannot keep its promises (an evicting
-    /// `maxmemory-policy`). Nothing was sent.
+    /// `maxmemory-policy`), or tally's own connection settings cannot be used (a password, CA or
+    /// certificate file that cannot be read or parsed). Nothing was sent.
     Config,
     /// The server cannot write its disk (`MISCONF`: a failed snapshot or AOF write) and refuses
     /// writes until it can. The command did not run.
