@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Tests the chart's Redis/Sentinel scripts (deploy/helm/tally/files/) against real redis-server and
-# redis-sentinel processes: three "nodes" on 127.0.0.1 (own ports, temp dirs, a password with
-# awkward characters), started at once as a StatefulSet with parallel pod management would.
+# redis-sentinel processes: three "nodes" on 127.0.0.1 (own ports, temp dirs, the chart's ACL
+# users with passwords of awkward characters), started at once as a StatefulSet with parallel pod
+# management would.
 # Checks bootstrap of node 0 as master, a killed master rejoining as a replica, the preStop
 # handover (CLIENT PAUSE WRITE + SENTINEL FAILOVER), a restarted sentinel following the current
 # master without being counted twice, the probes, a master that returns with an empty data
 # directory, cold starts of the whole group (one node behind; the master never back), a hung
-# master that steps down by itself, and a master that fences itself without its sentinels.
+# master that steps down by itself, and a master that fences itself without its sentinels; and
+# that through all of it no process refused the scripts, sentinels or replicas a command (ACL LOG).
+# scripts/test-redis-acl.sh tests the users themselves and password rotation.
 #
 # Needs redis-server, redis-sentinel and redis-cli (apt-get install redis-server redis-sentinel
 # redis-tools). Bounded: every wait has a deadline; everything started is stopped on exit.
@@ -16,145 +19,25 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-FILES=$ROOT/deploy/helm/tally/files
-SH=${TEST_SHELL:-sh}
-for bin in redis-server redis-sentinel redis-cli "$SH"; do
-  command -v "$bin" >/dev/null || { echo "SKIP: $bin not installed"; exit 0; }
-done
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/tally-redis-test.XXXXXX")
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "${KEEP_TMP:-0}" = 1 ]; then echo "kept $T"; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Ports below the kernel's ephemeral range: a port inside it can be taken at any moment as the
-# source port of an outgoing connection (the nodes connect to each other while they start).
-EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-BASE=${TEST_BASE_PORT:-}
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-  [ -n "$BASE" ] && break
-  b=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000 - 20)))
-  ok=1
-  for i in 0 1 2 10 11 12; do port_free $((b + i)) || ok=0; done
-  [ "$ok" = 1 ] && BASE=$b
-done
-[ -n "$BASE" ] || { echo "no free ports found"; exit 1; }
-
-PASSWORD='s3cret p@ss "quoted" \back'
-printf '%s' "$PASSWORD" >"$T/password"
-REDIS_NODES="127.0.0.1:$BASE 127.0.0.1:$((BASE + 1)) 127.0.0.1:$((BASE + 2))"
-SENTINEL_NODES="127.0.0.1:$((BASE + 10)) 127.0.0.1:$((BASE + 11)) 127.0.0.1:$((BASE + 12))"
-rport() { echo $((BASE + $1)); }
-sport() { echo $((BASE + 10 + $1)); }
-
-PASS=0
-FAIL=0
-START=$(date +%s)
-ok() { PASS=$((PASS + 1)); printf 'ok   %s\n' "$*"; }
-bad() { FAIL=$((FAIL + 1)); printf 'FAIL %s\n' "$*"; }
-check() { # check DESCRIPTION CMD...: ok when CMD succeeds
-  local desc=$1
-  shift
-  if "$@"; then ok "$desc"; else bad "$desc"; fi
-}
-elapsed() { echo $(($(date +%s) - START)); }
-
-# run_script I SCRIPT ARGS...: a script of files/ with node I's environment (the environment the
-# chart gives a pod); with RUN_EXEC=exec it replaces the (background) shell, so $! is its pid
-run_script() {
-  local i=$1 s=$2
-  shift 2
-  ${RUN_EXEC:-} env NODE_INDEX="$i" POD_NAME="tally-redis-$i" REDIS_NODES="$REDIS_NODES" \
-    SENTINEL_NODES="$SENTINEL_NODES" REDIS_BIND=127.0.0.1 SENTINEL_BIND=127.0.0.1 \
-    REDIS_PASSWORD_FILE="$T/password" REDIS_DATA_DIR="$T/n$i/data" \
-    REDIS_RUN_DIR="$T/n$i/redis-run" SENTINEL_RUN_DIR="$T/n$i/sentinel-run" \
-    SENTINEL_DOWN_AFTER_MS=2000 SENTINEL_FAILOVER_TIMEOUT_MS=10000 CLI_TIMEOUT=2 \
-    ELECTION_WAIT_SECONDS=6 \
-    PRESTOP_PAUSE_MS=10000 PRESTOP_TIMEOUT_SECONDS=30 \
-    "$SH" "$FILES/$s" "$@"
-}
-declare -A REDIS_PID SENTINEL_PID
-start_redis() {
-  mkdir -p "$T/n$1"
-  RUN_EXEC='exec' run_script "$1" start-redis.sh >>"$T/n$1/redis.log" 2>&1 &
-  REDIS_PID[$1]=$!
-  PIDS+=("$!")
-}
-start_sentinel() {
-  mkdir -p "$T/n$1"
-  RUN_EXEC='exec' run_script "$1" start-sentinel.sh >>"$T/n$1/sentinel.log" 2>&1 &
-  SENTINEL_PID[$1]=$!
-  PIDS+=("$!")
-}
-
-# The master and role predicates are the chart's (redis-lib.sh), calling redis-cli as its
-# scripts do: by host:port, with the password in the environment, bounded by CLI_TIMEOUT.
-# shellcheck source=deploy/helm/tally/files/redis-lib.sh
-. "$FILES/redis-lib.sh"
-MASTER_NAME=mymaster CLI_TIMEOUT=3 REDIS_CLI=redis-cli
-REDIS_PASSWORD=$PASSWORD SENTINEL_PASSWORD=$PASSWORD
-rnode() { echo "127.0.0.1:$(rport "$1")"; }
-snode() { echo "127.0.0.1:$(sport "$1")"; }
-rcli() { local p=$1; shift; cli "$PASSWORD" "127.0.0.1:$p" "$@" 2>/dev/null; }
-role() { role_of "$(rnode "$1")"; }
-master_node() { # the node index that all three sentinels name, empty when they do not agree
-  local m
-  m=$(sentinels_master 3)
-  if [ -n "$m" ]; then echo $((${m##*:} - BASE)); fi
-}
-knows_replicas() { # knows_replicas I: sentinel I lists two replicas of the master
-  [ "$(rcli "$(sport "$1")" SENTINEL master mymaster | awk 'p { print; exit } $0 == "num-slaves" { p = 1 }')" = 2 ]
-}
-replica_of() { # replica_of I M: node I is a replica of node M with its link up
-  replica_link_up "$(rnode "$1")" && [ "$(rcli "$(rport "$1")" ROLE | sed -n 3p)" = "$(rport "$2")" ]
-}
+# shellcheck source=scripts/redis-test-lib.sh
+. "$ROOT/scripts/redis-test-lib.sh"
 every_sentinel_logged() { # every_sentinel_logged TEXT: each sentinel's start log has TEXT
   local i
   for i in 0 1 2; do grep -qF "$1" "$T/n$i/sentinel.log" || return 1; done
 }
-dump_logs() {
-  local f
-  for f in "$T"/n*/*.log; do
-    echo "---- ${f#"$T"/}"
-    tail -n 25 "$f"
-  done
-}
-
-# wait_for SECONDS DESCRIPTION CMD...: polls CMD every 0.2 s until it succeeds or time runs out
-wait_for() {
-  local secs=$1 desc=$2 t0
-  shift 2
-  t0=$(date +%s)
-  while ! "$@"; do
-    if [ $(($(date +%s) - t0)) -ge "$secs" ]; then
-      bad "$desc (not within ${secs}s)"
-      dump_logs
-      echo "$PASS passed, $FAIL failed"
-      exit 1
-    fi
-    sleep 0.2
-  done
-  ok "$desc ($(($(date +%s) - t0))s)"
-}
 echo "testing $FILES with $SH on 127.0.0.1 ports $BASE-$((BASE + 12)), temp dir $T"
 
 # 0. Node names as the chart computes them: from POD_NAME, REDIS_NODE_COUNT and HEADLESS_DOMAIN.
-names=$(env -i PATH="$PATH" POD_NAME=tally-redis-1 REDIS_NODE_COUNT=3 \
+names=$(env -i PATH="$PATH" POD_NAME=tally-redis-1 REDIS_NODE_COUNT=3 FILES_DIR="$FILES" \
   HEADLESS_DOMAIN=tally-redis-headless.ns.svc.cluster.local "$SH" -c \
   '. "$1/redis-lib.sh"; lib_init; printf "%s|%s|%s|%s" "$NODE_INDEX" "$MY_REDIS" "$SENTINEL_NODES" "$FIRST_REDIS"' \
   sh "$FILES")
 d=tally-redis-headless.ns.svc.cluster.local
 check "node names from POD_NAME and HEADLESS_DOMAIN" [ "$names" = "1|tally-redis-1.$d:6379|tally-redis-0.$d:26379 tally-redis-1.$d:26379 tally-redis-2.$d:26379|tally-redis-0.$d:6379" ]
 check "conf_quote escapes quotes and backslashes" \
-  [ "$("$SH" -c '. "$1/redis-lib.sh"; conf_quote "a\"b\\c"' sh "$FILES")" = '"a\"b\\c"' ]
+  [ "$(FILES_DIR=$FILES "$SH" -c '. "$1/redis-lib.sh"; conf_quote "a\"b\\c"' sh "$FILES")" = '"a\"b\\c"' ]
 check "same_node ignores case and a trailing dot" \
-  "$SH" -c '. "$1/redis-lib.sh"; same_node "Tally-Redis-0.X.:6379" "tally-redis-0.x:6379"' sh "$FILES"
+  env FILES_DIR="$FILES" "$SH" -c '. "$1/redis-lib.sh"; same_node "Tally-Redis-0.X.:6379" "tally-redis-0.x:6379"' sh "$FILES"
 
 # 1. Bootstrap: all six processes start at once; node 0 must become master.
 for i in 0 1 2; do start_redis "$i"; start_sentinel "$i"; done
@@ -182,7 +65,7 @@ for _ in 1 2 3; do rcli "$(rport 0)" INCR count:test >/dev/null; done
 check "INCR on the master (min-replicas-to-write met)" eval '[ "$(rcli "$(rport 0)" GET count:test)" = 3 ]'
 check "replicas are read-only" eval '[ "$(rcli "$(rport 1)" INCR count:test | head -c 8)" = READONLY ]'
 check "a wrong password is refused" \
-  eval '[ "$(REDISCLI_AUTH=wrong redis-cli -p "$(rport 0)" GET count:test 2>&1 | grep -c WRONGPASS)" = 1 ]'
+  eval '[ "$(REDISCLI_AUTH=wrong redis-cli --user tally -p "$(rport 0)" GET count:test 2>&1 | grep -c WRONGPASS)" = 1 ]'
 
 for i in 0 1 2; do
   if run_script "$i" probe.sh redis-ready >/dev/null && run_script "$i" probe.sh redis-alive >/dev/null \
@@ -339,6 +222,15 @@ check "its log says why" grep -q 'no majority of sentinels confirms this master'
 for i in 0 1 2; do [ "$i" = "$M" ] || start_sentinel "$i"; done
 wait_for 30 "with the sentinels back it takes writes again" \
   eval 'rcli "$(rport "$M")" INCR count:test | grep -qx "[0-9]*"'
+
+# 10. Every script ran as user operator, every sentinel and replica as its own user: none was
+# refused anything (each process's ACL LOG is empty).
+for i in 0 1 2; do
+  check "no command of the scripts, sentinels or replicas was refused on node $i (ACL LOG: $(acl_denials "$(rport "$i")" | sort -u | paste -sd';'))" \
+    eval '[ -z "$(acl_denials "$(rport "$i")")" ]'
+  check "nor on sentinel $i (ACL LOG: $(acl_denials "$(sport "$i")" | sort -u | paste -sd';'))" \
+    eval '[ -z "$(acl_denials "$(sport "$i")")" ]'
+done
 
 if [ "$FAIL" -gt 0 ]; then dump_logs; fi
 echo "redis scripts: $(elapsed)s"
