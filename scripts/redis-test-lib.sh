@@ -47,13 +47,27 @@ snode() { echo "127.0.0.1:$(sport "$1")"; }
 
 # The users' password files, with characters that need care in a configuration file, a shell and
 # JSON: spaces, quotes, a backslash.
+# As with a mounted Secret, AUTH is a symlink to a directory that an update replaces as a whole
+# (auth_update), so a reader never sees half an update.
 USERS="tally replication sentinel operator exporter admin"
 AUTH=$T/auth
-mkdir -p "$AUTH"
+AUTH_VERSION=0
+mkdir -p "$T/auth.0"
+ln -s auth.0 "$AUTH"
 # new_password USER: a fresh password for USER
 new_password() { printf '%s p@ss "%s" \\x%s' "$1" "$RANDOM$RANDOM" "$RANDOM"; }
 for u in $USERS; do new_password "$u" >"$AUTH/$u-password"; done
 pw() { cat "$AUTH/$1-password"; } # pw USER: USER's current password
+# auth_update SHELL-COMMANDS: runs the commands in a copy of the password files' directory (the
+# current directory), then swaps the copy in at once
+auth_update() {
+  local next=$T/auth.$((AUTH_VERSION + 1))
+  cp -a "$T/auth.$AUTH_VERSION" "$next"
+  (cd "$next" && eval "$1")
+  AUTH_VERSION=$((AUTH_VERSION + 1))
+  ln -s "auth.$AUTH_VERSION" "$T/auth.new"
+  mv -T "$T/auth.new" "$AUTH"
+}
 
 PASS=0
 FAIL=0

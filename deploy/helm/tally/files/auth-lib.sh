@@ -12,8 +12,9 @@
 #   operator     the chart's own scripts: probes, start-up loops, preStop, Cluster joins
 #   exporter     redis_exporter: INFO, SLOWLOG, LATENCY
 #   admin        people, and the scripts that change users: everything
-#   default      off; on only while the single password of chart versions before these users
-#                is still mounted (an upgrade in progress), with that password and every right
+#   default      off, without a password (on Redis it keeps every right: see acl_line); on only
+#                while the single password of chart versions before these users is still
+#                mounted (an upgrade in progress), with that password
 #
 # Passwords are files in REDIS_AUTH_DIR (default /etc/redis-auth, the mounted Secret): the one a
 # user's clients send is <user>-password; a node also accepts <user>-password-previous and
@@ -159,7 +160,13 @@ acl_users() {
 # password is off and may run nothing
 acl_line() {
   _hs=$(auth_hashes "$2")
-  if [ -z "$_hs" ]; then
+  if [ -z "$_hs" ] && [ "$1:$2" = redis:default ]; then
+    # Off and without a password: no connection can use it. Its rights stay, because Redis
+    # replays the AOF as the default user and checks them on every EXEC: with a default user
+    # that may run nothing, every transaction in the AOF (each Lua script's writes) is dropped
+    # silently at a restart (redis/redis#14541, valkey-io/valkey#3983; 7.0 to 7.4 at least).
+    printf 'off resetpass ~* &* +@all\n'
+  elif [ -z "$_hs" ]; then
     printf 'off resetpass resetkeys resetchannels -@all\n'
   else
     printf 'on resetpass %s %s\n' "$_hs" "$(acl_rules "$1" "$2")"
@@ -278,6 +285,10 @@ auth_sync_sentinel() {
   acl_apply sentinel "$1" || return 1
   _sum=$(auth_password sentinel | sha256_hex)
   [ "$_sum" != "$(cat "$2/sentinel-pass.sha256" 2>/dev/null)" ] || return 0
+  # One sentinel at a time (REDIS_AUTH_STAGGER seconds apart, by ordinal): while a sentinel
+  # reconnects, it does not see the master healthy, and a master that no majority of sentinels
+  # sees healthy refuses writes (start-redis.sh's fencing).
+  sleep $((${NODE_INDEX:-0} * ${REDIS_AUTH_STAGGER:-2}))
   as_admin "$1" SENTINEL SET "$MASTER_NAME" auth-user sentinel | grep -qx OK || return 1
   auth_password sentinel | as_admin "$1" -x SENTINEL SET "$MASTER_NAME" auth-pass | grep -qx OK || return 1
   as_admin "$1" SENTINEL CONFIG SET sentinel-user sentinel | grep -qx OK || return 1
