@@ -242,6 +242,9 @@ bad_values() {
 --set redis.sentinel.quorum=0
 --set redis.antiAffinity=maybe
 --set durability=eventually
+--set keyPrefix=count*
+--set keyNamespace=a"b
+--set secretsJob.apiServerPorts=null
 --set unknownTopLevelKey=1
 --set autoscaling.minReplicas=0
 --set logFormat=xml

@@ -184,14 +184,15 @@ acl_write() {
   ) && mv "$2.tmp" "$2"
 }
 
-# acl_check SIDE: dies when a user the scripts need has no password; warns for the others
+# acl_check SIDE REQUIRED: dies when a user of the list REQUIRED (the ones this process's
+# scripts, replication or sentinels need) has no password; says which other users are off
 acl_check() {
   for _u in $(acl_users "$1"); do
     [ "$_u" != default ] || continue
     [ -z "$(auth_password "$_u")" ] || continue
-    case "$_u" in
-      operator | replication | sentinel) die "no password for user $_u: $(auth_dir)/$_u-password is missing or empty (the Secret lacks key $_u-password)" ;;
-      *) log "WARNING: no password for user $_u ($(auth_dir)/$_u-password): it is off" ;;
+    case " $2 " in
+      *" $_u "*) die "no password for user $_u: $(auth_dir)/$_u-password is missing or empty (the Secret lacks key $_u-password)" ;;
+      *) log "no password for user $_u ($(auth_dir)/$_u-password): it is off" ;;
     esac
   done
   if [ -n "$(auth_legacy_password)" ]; then

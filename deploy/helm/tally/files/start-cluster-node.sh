@@ -24,7 +24,7 @@ FILES_DIR=${FILES_DIR:-$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)}
 # shellcheck source-path=SCRIPTDIR source=cluster-lib.sh
 . "$FILES_DIR/cluster-lib.sh"
 cluster_lib_init
-acl_check redis
+acl_check redis "operator replication"
 auth_seen=$(auth_fingerprint)
 BRIDGE_REDIS=$REDIS_NODES
 

@@ -37,7 +37,7 @@ FILES_DIR=${FILES_DIR:-$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)}
 # shellcheck source-path=SCRIPTDIR source=redis-lib.sh
 . "$FILES_DIR/redis-lib.sh"
 lib_init
-acl_check redis
+acl_check redis "operator replication sentinel"
 auth_seen=$(auth_fingerprint)
 # An upgrade from a chart version before ACL users: the old pods learn the users first.
 BRIDGE_REDIS=$REDIS_NODES

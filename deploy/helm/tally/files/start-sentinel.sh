@@ -24,7 +24,7 @@ FILES_DIR=${FILES_DIR:-$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)}
 # shellcheck source-path=SCRIPTDIR source=redis-lib.sh
 . "$FILES_DIR/redis-lib.sh"
 lib_init
-acl_check sentinel
+acl_check sentinel "operator sentinel"
 auth_seen=$(auth_fingerprint)
 BRIDGE_SENTINELS=$SENTINEL_NODES
 auth_bridge sentinel "$BRIDGE_SENTINELS" "$MY_SENTINEL"
