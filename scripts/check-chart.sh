@@ -373,6 +373,8 @@ run "Redis/Sentinel scripts vs real processes (scripts/test-redis-scripts.sh)" \
   "$ROOT/scripts/test-redis-scripts.sh"
 run "Redis ACL users and password rotation vs real processes (scripts/test-redis-acl.sh)" \
   "$ROOT/scripts/test-redis-acl.sh"
+run "Upgrade from the single Redis password to the ACL users (scripts/test-redis-upgrade.sh)" \
+  "$ROOT/scripts/test-redis-upgrade.sh"
 
 # deploy/kubernetes/tally.yaml: the chart rendered with default values.
 plain_manifests() {

@@ -89,7 +89,7 @@ run_script() {
   shift 2
   ${RUN_EXEC:-} env NODE_INDEX="$i" POD_NAME="tally-redis-$i" REDIS_NODES="$REDIS_NODES" \
     SENTINEL_NODES="$SENTINEL_NODES" REDIS_BIND=127.0.0.1 SENTINEL_BIND=127.0.0.1 \
-    REDIS_AUTH_DIR="$AUTH" REDIS_DATA_DIR="$T/n$i/data" \
+    REDIS_AUTH_DIR="$AUTH" REDIS_PASSWORD_FILE="$AUTH/password" REDIS_DATA_DIR="$T/n$i/data" \
     REDIS_RUN_DIR="$T/n$i/redis-run" SENTINEL_RUN_DIR="$T/n$i/sentinel-run" \
     SENTINEL_DOWN_AFTER_MS=2000 SENTINEL_FAILOVER_TIMEOUT_MS=10000 CLI_TIMEOUT=2 \
     ELECTION_WAIT_SECONDS=6 REDIS_AUTH_INTERVAL=1 REDIS_MAXMEMORY=64mb \
@@ -142,6 +142,7 @@ replica_of() { # replica_of I M: node I is a replica of node M with its link up
 }
 dump_logs() {
   local f
+  [ ! -e "$T/why" ] || { echo "---- why"; cat "$T/why"; }
   for f in "$T"/n*/*.log; do
     echo "---- ${f#"$T"/}"
     tail -n 25 "$f"
