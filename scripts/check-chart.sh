@@ -375,6 +375,8 @@ run "Redis ACL users and password rotation vs real processes (scripts/test-redis
   "$ROOT/scripts/test-redis-acl.sh"
 run "Upgrade from the single Redis password to the ACL users (scripts/test-redis-upgrade.sh)" \
   "$ROOT/scripts/test-redis-upgrade.sh"
+run "Redis Cluster with the ACL users vs real processes (scripts/test-redis-cluster-acl.sh)" \
+  "$ROOT/scripts/test-redis-cluster-acl.sh"
 
 # deploy/kubernetes/tally.yaml: the chart rendered with default values.
 plain_manifests() {
