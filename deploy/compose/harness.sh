@@ -363,11 +363,23 @@ s15() {
 # exactly what the files say. The files change in place (compose's secrets are bind mounts).
 s16() {
   local u
+  # After each step, every connection of user tally is closed (CLIENT KILL USER tally on every
+  # node), so that tally's next ones authenticate with the password its file holds at that step:
+  # a client that kept only old connections would not show whether it moved.
+  reconnect_tally() {
+    local n
+    for n in 0 1 2; do
+      rcli "$n" CLIENT KILL USER tally >/dev/null
+      scli "$n" CLIENT KILL USER tally >/dev/null
+    done
+  }
   start_load
   at 5
   for u in $AUTH_USERS; do new_password >"$TALLY_REDIS_AUTH_DIR/$u-password-next"; done
   event "rotation 1/3: a next password for every user"
   wait_until 30 "every process accepts the next passwords" rotation_applied || fail "step 1 not applied"
+  reconnect_tally
+  event "step 1 applied everywhere; tally's connections closed"
   at 20
   for u in $AUTH_USERS; do
     cat "$TALLY_REDIS_AUTH_DIR/$u-password" >"$TALLY_REDIS_AUTH_DIR/$u-password-previous"
@@ -376,11 +388,15 @@ s16() {
   done
   event "rotation 2/3: every client sends the new password, the old one still accepted"
   wait_until 30 "every process accepts the new and the previous passwords" rotation_applied || fail "step 2 not applied"
+  reconnect_tally
+  event "step 2 applied everywhere; tally's connections closed"
   # tally's own clients move when they re-read the file; wait as long as a mounted Secret takes.
   at 50
   for u in $AUTH_USERS; do : >"$TALLY_REDIS_AUTH_DIR/$u-password-previous"; done
   event "rotation 3/3: the previous passwords dropped"
   wait_until 30 "every process accepts the new passwords only" rotation_applied || fail "step 3 not applied"
+  reconnect_tally
+  event "step 3 applied everywhere; tally's connections closed"
 }
 
 # ---------------------------------------------------------------------------------------------
