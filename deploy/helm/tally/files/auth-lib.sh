@@ -164,7 +164,7 @@ acl_line() {
     # Off and without a password: no connection can use it. Its rights stay, because Redis
     # replays the AOF as the default user and checks them on every EXEC: with a default user
     # that may run nothing, every transaction in the AOF (each Lua script's writes) is dropped
-    # silently at a restart (redis/redis#14541, valkey-io/valkey#3983; 7.0 to 7.4 at least).
+    # silently at a restart (redis/redis#14541, valkey-io/valkey#3983; Redis 7.0 to 7.4.2 at least).
     printf 'off resetpass ~* &* +@all\n'
   elif [ -z "$_hs" ]; then
     printf 'off resetpass resetkeys resetchannels -@all\n'
