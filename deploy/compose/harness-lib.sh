@@ -282,18 +282,20 @@ wait_until() {
 }
 
 # rotation_applied: every redis-N and sentinel-N accepts, for each of its ACL users, exactly the
-# passwords this run's files list (their SHA-256, compared with ACL GETUSER's)
+# passwords this run's files list: their SHA-256 against the process's ACL LIST (one docker exec
+# per process: the harness's calls are slow on a busy machine)
 rotation_applied() {
-  local n u f side want have
+  local n u f side want have list
   for n in 0 1 2; do
     for side in redis sentinel; do
+      if [ "$side" = redis ]; then list=$(rcli "$n" ACL LIST); else list=$(scli "$n" ACL LIST); fi
+      [ -n "$list" ] || { WHY="$side-$n: no ACL LIST"; return 1; }
       for u in $(acl_users "$side"); do
         [ "$u" != default ] || continue
         want=$(for f in "$u-password" "$u-password-previous" "$u-password-next"; do
           [ ! -s "$TALLY_REDIS_AUTH_DIR/$f" ] || printf '%s' "$(cat "$TALLY_REDIS_AUTH_DIR/$f")" | sha256sum | cut -c1-64
         done | sort -u)
-        if [ "$side" = redis ]; then have=$(rcli "$n" ACL GETUSER "$u"); else have=$(scli "$n" ACL GETUSER "$u"); fi
-        have=$(awk '$0 == "passwords" { p = 1; next } p && length($0) == 64 && /^[0-9a-f]+$/ { print; next } p { exit }' <<<"$have" | sort)
+        have=$(awk -v u="$u" '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' <<<"$list" | sort)
         [ "$have" = "$want" ] || { WHY="$side-$n: user $u not applied yet"; return 1; }
       done
     done
