@@ -280,6 +280,7 @@ bad_values() {
 --set redis.backup.enabled=true,redis.mode=cluster
 --set redis.backup.enabled=true,redis.backup.s3.enabled=true
 --set redis.backup.enabled=true,redis.backup.schedule=hourly
+--set redis.backup.enabled=true,redis.backup.auth.username=backup
 EOF
   return "$rc"
 }
@@ -399,11 +400,12 @@ plain_manifests() {
 # i.e. the default values, except that the Secret of the Redis users' passwords is yours (the
 # chart has a hook Job make it, which plain manifests cannot run). Install:
 #   kubectl create namespace $NAMESPACE
-#   for u in tally replication sentinel operator exporter admin; do
+#   for u in tally replication sentinel operator exporter backup admin; do
 #     head -c 24 /dev/urandom | base64 | tr -dc A-Za-z0-9 >"\$u-password"; done
 #   kubectl -n $NAMESPACE create secret generic tally-redis-auth --from-file=tally-password \\
 #     --from-file=replication-password --from-file=sentinel-password \\
-#     --from-file=operator-password --from-file=exporter-password --from-file=admin-password
+#     --from-file=operator-password --from-file=exporter-password --from-file=backup-password \\
+#     --from-file=admin-password
 #   rm ./*-password
 #   kubectl apply -n $NAMESPACE -f deploy/kubernetes/tally.yaml
 EOF

@@ -131,7 +131,7 @@ kill_sentinel() { # kill_sentinel I: SIGKILL node I's sentinel
 FILES_DIR=$FILES
 # shellcheck source=deploy/helm/tally/files/redis-lib.sh
 . "$FILES/redis-lib.sh"
-MASTER_NAME=mymaster CLI_TIMEOUT=3 REDIS_CLI=redis-cli REDIS_AUTH_DIR=$AUTH
+MASTER_NAME=mymaster CLI_TIMEOUT=3 REDIS_CLI=redis-cli REDIS_CLOCK_DB=15 REDIS_AUTH_DIR=$AUTH
 # as USER PORT ARGS...: redis-cli as USER on 127.0.0.1:PORT; acli PORT ARGS...: as admin
 as() { local u=$1 p=$2; shift 2; cli "$u" "$(pw "$u")" "127.0.0.1:$p" "$@" 2>/dev/null; }
 acli() { as admin "$@"; }
@@ -164,6 +164,27 @@ dump_logs() {
 acl_denials() {
   acli "$1" ACL LOG 128 | awk '$0 == "username" { getline; u = $0 } $0 == "reason" { getline; r = $0 }
     $0 == "object" { getline; o = $0 } $0 == "client-info" { getline; print u, r, o }'
+}
+# acl_log_reset: empties the ACL LOG of every Redis and Sentinel process
+acl_log_reset() {
+  local i
+  for i in 0 1 2; do acli "$(rport "$i")" ACL LOG RESET >/dev/null; acli "$(sport "$i")" ACL LOG RESET >/dev/null; done
+}
+user_hashes() { # user_hashes PORT USER: the password hashes PORT's process accepts for USER, sorted
+  acli "$1" ACL GETUSER "$2" | awk '$0 == "passwords" { p = 1; next } p && length($0) == 64 && /^[0-9a-f]+$/ { print; next } p { exit }' | sort
+}
+applied_everywhere() { # every process accepts exactly what the files say, for each of its users
+  local i u p side want
+  for i in 0 1 2; do
+    for side in redis sentinel; do
+      p=$(if [ "$side" = redis ]; then rport "$i"; else sport "$i"; fi)
+      for u in $(acl_users "$side"); do
+        [ "$u" != default ] || continue
+        want=$(auth_hashes "$u" | tr ' ' '\n' | tr -d '#' | sed '/^$/d' | sort)
+        [ "$(user_hashes "$p" "$u")" = "$want" ] || return 1
+      done
+    done
+  done
 }
 
 # wait_for SECONDS DESCRIPTION CMD...: polls CMD every 0.2 s until it succeeds or time runs out

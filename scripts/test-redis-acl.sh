@@ -4,11 +4,12 @@
 # is refused; user tally may run every command on its list (scripts included, through EVALSHA)
 # and is refused everything else (FLUSHALL, FLUSHDB, CONFIG, KEYS, DEBUG, SCRIPT FLUSH,
 # SHUTDOWN, ACL, keys outside its patterns...), on Redis and on Sentinel; the other users are
-# refused the data; redis_exporter (Debian's prometheus-redis-exporter) scrapes as user exporter;
-# then every password rotates (next, current + previous, current only) while INCRs run as user
-# tally, with 0 failures, no authentication failure anywhere, and the group replicates and fails
-# over with the new passwords only; last, a cold start keeps every write of a Lua script (the AOF
-# replays them as the default user).
+# refused the data by command (user backup gets a copy through SYNC only); redis_exporter
+# (Debian's prometheus-redis-exporter) scrapes as user exporter; then every password rotates
+# (next, current + previous, current only) while INCRs run as user tally, with 0 failures, no
+# authentication failure anywhere, and the group replicates and fails over with the new passwords
+# only; last, a cold start keeps every write of a Lua script (the AOF replays them as the default
+# user).
 #
 # Needs redis-server, redis-sentinel, redis-cli; prometheus-redis-exporter and curl for the
 # exporter part (skipped without them). Bounded; everything started is stopped on exit.
@@ -139,7 +140,7 @@ expect() { # expect PORT USER OK|refused COMMAND...
     bad "$2: ${*:4} -> $out (expected $3)"
   fi
 }
-for u in replication sentinel operator exporter; do
+for u in replication sentinel operator exporter backup; do
   for c in "GET count:acl" "SET count:acl 1" "FLUSHALL" "KEYS *" "ACL SETUSER $u +@all" "SHUTDOWN" "MODULE LOAD x"; do
     read -ra argv <<<"$c"
     expect "$MP" "$u" refused "${argv[@]}"
@@ -163,12 +164,26 @@ expect "$MP" exporter OK SLOWLOG GET 1
 expect "$MP" exporter OK LATENCY LATEST
 expect "$MP" exporter refused CONFIG GET '*'
 expect "$MP" exporter refused CLIENT KILL TYPE normal
+expect "$MP" backup OK REPLCONF rdb-only 1
+expect "$MP" backup OK SYNC
+expect "$MP" backup OK INFO replication
+expect "$MP" backup OK SELECT 15
+expect "$MP" backup OK GET tally:redis:clock
+expect "$MP" backup refused SET tally:redis:clock 1
+expect "$MP" backup refused PSYNC '?' -1
+expect "$MP" backup refused CONFIG GET '*'
+expect "$MP" backup refused CLIENT LIST
+expect "$MP" backup refused SCAN 0
 expect "$MP" admin OK FLUSHALL
 expect "$SP" sentinel OK SENTINEL is-master-down-by-addr 127.0.0.1 1 0 '*'
 expect "$SP" sentinel refused SENTINEL FAILOVER mymaster
 expect "$SP" operator OK SENTINEL FAILOVER mymaster
 expect "$SP" operator refused SENTINEL SET mymaster quorum 1
 expect "$SP" operator refused ACL SETUSER operator +@all
+expect "$SP" backup OK SENTINEL get-master-addr-by-name mymaster
+expect "$SP" backup refused SENTINEL master mymaster
+expect "$SP" backup refused SENTINEL FAILOVER mymaster
+expect "$SP" backup refused SUBSCRIBE +switch-master
 
 # 6. redis_exporter as user exporter, with the password file exporter-auth.sh writes.
 EXPORTER_PORT=$((BASE + 20))
@@ -203,23 +218,7 @@ acli "$MP" WAIT 2 2000 >/dev/null
 # (auth_update); each step waits until every process accepts exactly the passwords the files
 # list. The load: INCRs as user tally, each on a new connection with the password the file
 # holds at that moment (as tally's pods will), and one connection kept open throughout.
-for i in 0 1 2; do acli "$(rport "$i")" ACL LOG RESET >/dev/null; acli "$(sport "$i")" ACL LOG RESET >/dev/null; done
-user_hashes() { # user_hashes PORT USER: the password hashes PORT's process accepts for USER, sorted
-  acli "$1" ACL GETUSER "$2" | awk '$0 == "passwords" { p = 1; next } p && length($0) == 64 && /^[0-9a-f]+$/ { print; next } p { exit }' | sort
-}
-applied_everywhere() { # every process accepts exactly what the files say, for each of its users
-  local i u p side want
-  for i in 0 1 2; do
-    for side in redis sentinel; do
-      p=$(if [ "$side" = redis ]; then rport "$i"; else sport "$i"; fi)
-      for u in $(acl_users "$side"); do
-        [ "$u" != default ] || continue
-        want=$(auth_hashes "$u" | tr ' ' '\n' | tr -d '#' | sed '/^$/d' | sort)
-        [ "$(user_hashes "$p" "$u")" = "$want" ] || return 1
-      done
-    done
-  done
-}
+acl_log_reset
 load() {
   local out
   while [ ! -e "$T/stop-load" ]; do
@@ -273,7 +272,7 @@ kill "$HELD" 2>/dev/null || true
 wait "$HELD" 2>/dev/null || true
 n_ok=$(grep -c '^ok' "$T/load.out" || true)
 n_fail=$(grep -c '^fail' "$T/load.out" || true)
-echo "rotation-figures: every password of 6 users rotated in $(($(date +%s) - t_rot)) s under load: $n_ok INCRs on new connections, $n_fail failed; $(grep -c '^[0-9]' "$T/held.out" || true) INCRs on one connection held throughout"
+echo "rotation-figures: every password of $(wc -w <<<"$USERS") users rotated in $(($(date +%s) - t_rot)) s under load: $n_ok INCRs on new connections, $n_fail failed; $(grep -c '^[0-9]' "$T/held.out" || true) INCRs on one connection held throughout"
 check "rotation: no failed INCR ($n_ok succeeded, $n_fail failed: $(grep '^fail' "$T/load.out" | sort | uniq -c | head -n 3 | paste -sd';'))" \
   eval '[ "$n_fail" = 0 ] && [ "$n_ok" -gt 100 ]'
 check "rotation: every INCR counted" eval '[ "$(acli "$MP" GET count:rotation)" = "$n_ok" ]'
@@ -305,7 +304,7 @@ fi
 # 8. With the new passwords only: replicas reconnect (masterauth), the sentinels detect a dead
 # master together (sentinel-pass) and fail over (auth-pass), the old master rejoins. (The old
 # passwords tried above are in the ACL LOGs: cleared first.)
-for i in 0 1 2; do acli "$(rport "$i")" ACL LOG RESET >/dev/null; acli "$(sport "$i")" ACL LOG RESET >/dev/null; done
+acl_log_reset
 acli "$MP" CLIENT KILL TYPE replica >/dev/null
 wait_for 20 "new passwords: both replicas reconnect to the master" \
   eval 'replica_of $(((M + 1) % 3)) "$M" && replica_of $(((M + 2) % 3)) "$M"'

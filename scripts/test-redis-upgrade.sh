@@ -3,8 +3,8 @@
 # replication and Sentinel, through user default) to these, against real processes: a group
 # started by the old scripts (taken from git: the parent of the commit that added auth-lib.sh) is
 # rolled pod by pod as the StatefulSet does (highest ordinal first; each pod's preStop first) to
-# the new scripts, with the Secret the chart's hook Job leaves (the old password plus the six
-# users' keys). INCRs run throughout as the old app (user default, the old password) and, from
+# the new scripts, with the Secret the chart's hook Job leaves (the old password plus each
+# user's key). INCRs run throughout as the old app (user default, the old password) and, from
 # the first new pod on, as the new app (user tally); none may be refused for its credentials.
 # Then the old password's key goes, and every process turns user default off, in place.
 #

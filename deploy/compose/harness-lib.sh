@@ -16,7 +16,7 @@ SENTINEL_NODES="0 1 2"
 MASTER_NAME=mymaster
 
 # The ACL users whose password files the stack mounts (compose.yaml's secrets).
-AUTH_USERS="tally replication sentinel operator exporter admin"
+AUTH_USERS="tally replication sentinel operator exporter backup admin"
 new_password() { head -c 18 /dev/urandom | base64 | tr -d '/+='; }
 
 # After redis-lib.sh, whose log is the chart's format.

@@ -11,6 +11,8 @@
 #   sentinel     Sentinel's monitoring and failover on Redis; sentinels among themselves
 #   operator     the chart's own scripts: probes, start-up loops, preStop, Cluster joins
 #   exporter     redis_exporter: INFO, SLOWLOG, LATENCY
+#   backup       backup-redis.sh: an RDB copy by the replication protocol (SYNC), INFO to choose
+#                the replica; on Sentinel, which node is master
 #   admin        people, and the scripts that change users: everything
 #   default      off, without a password (on Redis it keeps every right: see acl_line); on only
 #                while the single password of chart versions before these users is still
@@ -134,6 +136,13 @@ acl_rules() {
       printf 'resetchannels -@all +ping +info +client|setname +slowlog|get +slowlog|len +latency|latest'
       printf ' +latency|histogram +cluster|info\n'
       ;;
+    redis:backup)
+      # `redis-cli --rdb` sends REPLCONF (capa eof, rdb-only) and SYNC only; INFO replication
+      # picks the replica. With no sentinel answering, the script tells two nodes that say
+      # master apart by the clock (SELECT 15, GET): SYNC hands over every key anyway, so that
+      # read shows nothing more. No write, no CONFIG, no other key by command.
+      printf '~tally:redis:clock resetchannels -@all +info +replconf +sync +select +get\n'
+      ;;
     sentinel:tally) printf 'resetchannels &+switch-master -@all +sentinel|get-master-addr-by-name +subscribe%s\n' "$_setinfo" ;;
     sentinel:sentinel)
       printf 'resetchannels &__sentinel__:hello -@all +ping +publish +client|setname'
@@ -143,6 +152,7 @@ acl_rules() {
       printf 'resetchannels -@all +ping +role +sentinel|get-master-addr-by-name +sentinel|master'
       printf ' +sentinel|failover\n'
       ;;
+    sentinel:backup) printf 'resetchannels -@all +sentinel|get-master-addr-by-name\n' ;;
     *:admin) printf '~* &* +@all\n' ;;
     *:default) printf '~* &* +@all\n' ;;
   esac
@@ -151,8 +161,8 @@ acl_rules() {
 # The users of each side, default first.
 acl_users() {
   case "$1" in
-    redis) echo "default tally replication sentinel operator exporter admin" ;;
-    sentinel) echo "default tally sentinel operator admin" ;;
+    redis) echo "default tally replication sentinel operator exporter backup admin" ;;
+    sentinel) echo "default tally sentinel operator backup admin" ;;
   esac
 }
 

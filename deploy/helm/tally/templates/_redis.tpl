@@ -62,7 +62,7 @@ tally.redisClient.volume.
 {{- end -}}
 {{/* Every user key the chart creates in its own Secret. */}}
 {{- define "tally.redis.secretKeys" -}}
-tally-password,replication-password,sentinel-password,operator-password,exporter-password,admin-password
+tally-password,replication-password,sentinel-password,operator-password,exporter-password,backup-password,admin-password
 {{- end -}}
 
 {{/*
