@@ -297,6 +297,8 @@ else
 fi
 START_SECS=$(secs_since "$t2")
 RESTORE_SECS=$(secs_since "$t")
+# verify asks a majority of the sentinels; the checks below want the master all three name.
+wait_for 20 "every sentinel names the restored master" eval '[ -n "$(master_node)" ]'
 M=$(master_node)
 check "restored master (node $M): $(state_of "$M")" [ "$(state_of "$M")" = "$WANT" ]
 for i in 0 1 2; do
