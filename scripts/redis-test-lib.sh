@@ -12,6 +12,8 @@
 #   AUTH   the users' password files (REDIS_AUTH_DIR of every script); USERS the users
 #   TEST_SHELL=dash|sh|bash   shell that runs the scripts (default: sh)
 #   TEST_BASE_PORT            first of the ports used (default: random, below the ephemeral range)
+#   PORT_SPAN                 (set by the caller) BASE + PORT_SPAN stays below the ephemeral range
+#                             too (default 30; Cluster mode's bus ports are the ports + 10000)
 #   KEEP_TMP=1                keep the temp dir (logs, data)
 # shellcheck disable=SC2034 # FILES, AUTH, REDIS_NODES... are the caller's
 # shellcheck disable=SC2016 # conditions are passed to wait_for/check as eval strings on purpose
@@ -40,7 +42,7 @@ EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/n
 BASE=${TEST_BASE_PORT:-}
 for _ in 1 2 3 4 5 6 7 8 9 10; do
   [ -n "$BASE" ] && break
-  b=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000 - 30)))
+  b=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000 - ${PORT_SPAN:-30})))
   ok=1
   for i in 0 1 2 3 4 5 10 11 12 20; do port_free $((b + i)) || ok=0; done
   [ "$ok" = 1 ] && BASE=$b

@@ -12,6 +12,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# The cluster bus ports (each port + 10000) below the ephemeral range as well: an outgoing
+# connection may take a port inside it at any moment ("Address already in use").
+PORT_SPAN=10010
 # shellcheck source=scripts/redis-test-lib.sh
 . "$ROOT/scripts/redis-test-lib.sh"
 # No sentinels in Cluster mode, so no sentinel password, and no backup (the chart backs up the
