@@ -1,16 +1,24 @@
 # shellcheck shell=bash
-# Shared by the tests that run the chart's Redis/Sentinel scripts (deploy/helm/tally/files/) against
-# real redis-server and redis-sentinel processes: scripts/test-redis-scripts.sh and
-# scripts/test-backup-restore.sh. Source it from bash with `set -euo pipefail`, after setting
-# TEST_NAME (the temp dir's name). It picks free ports, makes the temp dir $T (removed on exit
-# with everything started), the password file, and defines the helpers: run_script, start_redis,
-# start_sentinel, rcli, role, master_node, replica_of, knows_replicas, wait_for, check, ok, bad.
-# It exits 0 ("SKIP") when redis-server, redis-sentinel, redis-cli or the test shell is missing.
+# Shared by the tests of the chart's Redis/Sentinel scripts against real processes
+# (scripts/test-redis-scripts.sh, test-redis-acl.sh, test-redis-upgrade.sh,
+# test-redis-cluster-acl.sh, test-backup-restore.sh): free ports, a temp dir, the ACL users'
+# password files, starting the chart's scripts as a pod's containers, bounded waits, verdicts.
+# Source it from bash with `set -euo pipefail`; TEST_NAME names the temp dir. It exits 0 ("SKIP")
+# when redis-server, redis-sentinel, redis-cli or the test shell is missing. Defines functions
+# and these variables:
+#   ROOT   the repository (unless the caller set it)
+#   FILES  the chart's files/      T  the temp dir (removed on exit unless KEEP_TMP=1)
+#   BASE   first port: Redis node I on BASE+I, its Sentinel on BASE+10+I; BASE+20 is free too
+#   AUTH   the users' password files (REDIS_AUTH_DIR of every script); USERS the users
 #   TEST_SHELL=dash|sh|bash   shell that runs the scripts (default: sh)
 #   TEST_BASE_PORT            first of the ports used (default: random, below the ephemeral range)
+#   PORT_SPAN                 (set by the caller) BASE + PORT_SPAN stays below the ephemeral range
+#                             too (default 30; Cluster mode's bus ports are the ports + 10000)
 #   KEEP_TMP=1                keep the temp dir (logs, data)
-# shellcheck disable=SC2034 # variables set here are used by the scripts that source this file
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck disable=SC2034 # FILES, AUTH, REDIS_NODES... are the caller's
+# shellcheck disable=SC2016 # conditions are passed to wait_for/check as eval strings on purpose
+
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 FILES=$ROOT/deploy/helm/tally/files
 SH=${TEST_SHELL:-sh}
 for bin in redis-server redis-sentinel redis-cli "$SH"; do
@@ -34,19 +42,42 @@ EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/n
 BASE=${TEST_BASE_PORT:-}
 for _ in 1 2 3 4 5 6 7 8 9 10; do
   [ -n "$BASE" ] && break
-  b=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000 - 20)))
+  b=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000 - ${PORT_SPAN:-30})))
   ok=1
-  for i in 0 1 2 10 11 12; do port_free $((b + i)) || ok=0; done
+  for i in 0 1 2 3 4 5 10 11 12 20; do port_free $((b + i)) || ok=0; done
   [ "$ok" = 1 ] && BASE=$b
 done
 [ -n "$BASE" ] || { echo "no free ports found"; exit 1; }
-
-PASSWORD='s3cret p@ss "quoted" \back'
-printf '%s' "$PASSWORD" >"$T/password"
 REDIS_NODES="127.0.0.1:$BASE 127.0.0.1:$((BASE + 1)) 127.0.0.1:$((BASE + 2))"
 SENTINEL_NODES="127.0.0.1:$((BASE + 10)) 127.0.0.1:$((BASE + 11)) 127.0.0.1:$((BASE + 12))"
 rport() { echo $((BASE + $1)); }
 sport() { echo $((BASE + 10 + $1)); }
+rnode() { echo "127.0.0.1:$(rport "$1")"; }
+snode() { echo "127.0.0.1:$(sport "$1")"; }
+
+# The users' password files, with characters that need care in a configuration file, a shell and
+# JSON: spaces, quotes, a backslash.
+# As with a mounted Secret, AUTH is a symlink to a directory that an update replaces as a whole
+# (auth_update), so a reader never sees half an update.
+USERS="tally replication sentinel operator exporter backup admin"
+AUTH=$T/auth
+AUTH_VERSION=0
+mkdir -p "$T/auth.0"
+ln -s auth.0 "$AUTH"
+# new_password USER: a fresh password for USER
+new_password() { printf '%s p@ss "%s" \\x%s' "$1" "$RANDOM$RANDOM" "$RANDOM"; }
+for u in $USERS; do new_password "$u" >"$AUTH/$u-password"; done
+pw() { cat "$AUTH/$1-password"; } # pw USER: USER's current password
+# auth_update SHELL-COMMANDS: runs the commands in a copy of the password files' directory (the
+# current directory), then swaps the copy in at once
+auth_update() {
+  local next=$T/auth.$((AUTH_VERSION + 1))
+  cp -a "$T/auth.$AUTH_VERSION" "$next"
+  (cd "$next" && eval "$1")
+  AUTH_VERSION=$((AUTH_VERSION + 1))
+  ln -s "auth.$AUTH_VERSION" "$T/auth.new"
+  mv -T "$T/auth.new" "$AUTH"
+}
 
 PASS=0
 FAIL=0
@@ -61,18 +92,19 @@ check() { # check DESCRIPTION CMD...: ok when CMD succeeds
 elapsed() { echo $(($(date +%s) - START)); }
 
 # run_script I SCRIPT ARGS...: a script of files/ with node I's environment (the environment the
-# chart gives a pod); with RUN_EXEC=exec it replaces the (background) shell, so $! is its pid
+# chart gives a pod); with RUN_EXEC=exec it replaces the (background) shell, so $! is its pid.
+# RUN_FILES: another copy of files/ (an older version of the chart's scripts).
 run_script() {
   local i=$1 s=$2
   shift 2
   ${RUN_EXEC:-} env NODE_INDEX="$i" POD_NAME="tally-redis-$i" REDIS_NODES="$REDIS_NODES" \
     SENTINEL_NODES="$SENTINEL_NODES" REDIS_BIND=127.0.0.1 SENTINEL_BIND=127.0.0.1 \
-    REDIS_PASSWORD_FILE="$T/password" REDIS_DATA_DIR="$T/n$i/data" \
+    REDIS_AUTH_DIR="$AUTH" REDIS_PASSWORD_FILE="$AUTH/password" REDIS_DATA_DIR="$T/n$i/data" \
     REDIS_RUN_DIR="$T/n$i/redis-run" SENTINEL_RUN_DIR="$T/n$i/sentinel-run" \
     SENTINEL_DOWN_AFTER_MS=2000 SENTINEL_FAILOVER_TIMEOUT_MS=10000 CLI_TIMEOUT=2 \
-    ELECTION_WAIT_SECONDS=6 \
+    ELECTION_WAIT_SECONDS=6 REDIS_AUTH_INTERVAL=1 REDIS_MAXMEMORY=64mb \
     PRESTOP_PAUSE_MS=10000 PRESTOP_TIMEOUT_SECONDS=30 \
-    "$SH" "$FILES/$s" "$@"
+    "$SH" "${RUN_FILES:-$FILES}/$s" "$@"
 }
 declare -A REDIS_PID SENTINEL_PID
 start_redis() {
@@ -87,16 +119,25 @@ start_sentinel() {
   SENTINEL_PID[$1]=$!
   PIDS+=("$!")
 }
+kill_node() { # kill_node I: SIGKILL node I's redis
+  kill -9 "${REDIS_PID[$1]}" 2>/dev/null || true
+  wait "${REDIS_PID[$1]}" 2>/dev/null || true
+}
+kill_sentinel() { # kill_sentinel I: SIGKILL node I's sentinel
+  kill -9 "${SENTINEL_PID[$1]}" 2>/dev/null || true
+  wait "${SENTINEL_PID[$1]}" 2>/dev/null || true
+}
 
-# The master and role predicates are the chart's (redis-lib.sh), calling redis-cli as its
-# scripts do: by host:port, with the password in the environment, bounded by CLI_TIMEOUT.
+# The master and role predicates are the chart's (redis-lib.sh, as user operator), calling
+# redis-cli as its scripts do: by host:port, the password in the environment, bounded.
+FILES_DIR=$FILES
 # shellcheck source=deploy/helm/tally/files/redis-lib.sh
 . "$FILES/redis-lib.sh"
-MASTER_NAME=mymaster CLI_TIMEOUT=3 REDIS_CLI=redis-cli REDIS_CLOCK_DB=15
-REDIS_PASSWORD=$PASSWORD SENTINEL_PASSWORD=$PASSWORD
-rnode() { echo "127.0.0.1:$(rport "$1")"; }
-snode() { echo "127.0.0.1:$(sport "$1")"; }
-rcli() { local p=$1; shift; cli "$PASSWORD" "127.0.0.1:$p" "$@" 2>/dev/null; }
+MASTER_NAME=mymaster CLI_TIMEOUT=3 REDIS_CLI=redis-cli REDIS_CLOCK_DB=15 REDIS_AUTH_DIR=$AUTH
+# as USER PORT ARGS...: redis-cli as USER on 127.0.0.1:PORT; acli PORT ARGS...: as admin
+as() { local u=$1 p=$2; shift 2; cli "$u" "$(pw "$u")" "127.0.0.1:$p" "$@" 2>/dev/null; }
+acli() { as admin "$@"; }
+rcli() { acli "$@"; }
 role() { role_of "$(rnode "$1")"; }
 master_node() { # the node index that all three sentinels name, empty when they do not agree
   local m
@@ -104,10 +145,10 @@ master_node() { # the node index that all three sentinels name, empty when they 
   if [ -n "$m" ]; then echo $((${m##*:} - BASE)); fi
 }
 knows_replicas() { # knows_replicas I: sentinel I lists two replicas of the master
-  [ "$(rcli "$(sport "$1")" SENTINEL master mymaster | awk 'p { print; exit } $0 == "num-slaves" { p = 1 }')" = 2 ]
+  [ "$(acli "$(sport "$1")" SENTINEL master mymaster | awk 'p { print; exit } $0 == "num-slaves" { p = 1 }')" = 2 ]
 }
 replica_of() { # replica_of I M: node I is a replica of node M with its link up
-  replica_link_up "$(rnode "$1")" && [ "$(rcli "$(rport "$1")" ROLE | sed -n 3p)" = "$(rport "$2")" ]
+  replica_link_up "$(rnode "$1")" && [ "$(acli "$(rport "$1")" ROLE | sed -n 3p)" = "$(rport "$2")" ]
 }
 every_sentinel_logged() { # every_sentinel_logged TEXT: each sentinel's start log has TEXT
   local i
@@ -115,9 +156,36 @@ every_sentinel_logged() { # every_sentinel_logged TEXT: each sentinel's start lo
 }
 dump_logs() {
   local f
+  [ ! -e "$T/why" ] || { echo "---- why"; cat "$T/why"; }
   for f in "$T"/n*/*.log; do
     echo "---- ${f#"$T"/}"
     tail -n 25 "$f"
+  done
+}
+# acl_denials PORT: the ACL LOG of the process on PORT, one "user reason object" line per entry
+acl_denials() {
+  acli "$1" ACL LOG 128 | awk '$0 == "username" { getline; u = $0 } $0 == "reason" { getline; r = $0 }
+    $0 == "object" { getline; o = $0 } $0 == "client-info" { getline; print u, r, o }'
+}
+# acl_log_reset: empties the ACL LOG of every Redis and Sentinel process
+acl_log_reset() {
+  local i
+  for i in 0 1 2; do acli "$(rport "$i")" ACL LOG RESET >/dev/null; acli "$(sport "$i")" ACL LOG RESET >/dev/null; done
+}
+user_hashes() { # user_hashes PORT USER: the password hashes PORT's process accepts for USER, sorted
+  acli "$1" ACL GETUSER "$2" | awk '$0 == "passwords" { p = 1; next } p && length($0) == 64 && /^[0-9a-f]+$/ { print; next } p { exit }' | sort
+}
+applied_everywhere() { # every process accepts exactly what the files say, for each of its users
+  local i u p side want
+  for i in 0 1 2; do
+    for side in redis sentinel; do
+      p=$(if [ "$side" = redis ]; then rport "$i"; else sport "$i"; fi)
+      for u in $(acl_users "$side"); do
+        [ "$u" != default ] || continue
+        want=$(auth_hashes "$u" | tr ' ' '\n' | tr -d '#' | sed '/^$/d' | sort)
+        [ "$(user_hashes "$p" "$u")" = "$want" ] || return 1
+      done
+    done
   done
 }
 
@@ -136,4 +204,14 @@ wait_for() {
     sleep 0.2
   done
   ok "$desc ($(($(date +%s) - t0))s)"
+}
+
+# start_group: all six processes at once, as a StatefulSet with parallel pod management would,
+# then waits until node 0 is master with two replicas, every sentinel naming it and knowing them
+start_group() {
+  local i
+  for i in 0 1 2; do start_redis "$i"; start_sentinel "$i"; done
+  wait_for 40 "the group forms: a master, two replicas, all sentinels agree" \
+    eval 'm=$(master_node); [ -n "$m" ] && replica_of $(((m + 1) % 3)) "$m" && replica_of $(((m + 2) % 3)) "$m"'
+  wait_for 30 "every sentinel knows both replicas" eval 'knows_replicas 0 && knows_replicas 1 && knows_replicas 2'
 }

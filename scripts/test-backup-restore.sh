@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The backup and restore drill, against real processes: a 3-node Redis + 3-Sentinel group on
 # 127.0.0.1 started by the chart's scripts (deploy/helm/tally/files/), as scripts/test-redis-scripts.sh
-# starts it. It loads counters (count:<id>, INCRBY) and stream entries (tally:fib:jobs), takes a
-# backup with files/backup-redis.sh as a least-privilege ACL user (+ping +info +replconf +sync),
-# uploads it to an S3 server with files/upload-backup.sh and fetches it back (when rclone and
-# moto_server are installed), loads more, kills every node and deletes every data directory,
-# restores with files/restore-redis.sh, and asserts that the key count, the sum of all counters
-# and the stream's length equal the backup's exactly, not the later load's. Then a second restore
-# onto node 0 alone, with node 1 keeping newer data and node 2 wiped: the restored data must win.
-# Also: the fallback to the master when no replica is in sync, and retention by count and age.
+# starts it, with the chart's ACL users (files/auth-lib.sh; default off). It loads counters
+# (count:<id>, INCRBY) and stream entries (tally:fib:jobs), takes a backup with
+# files/backup-redis.sh as ACL user backup, given its own password file only (as the CronJob's
+# pod), uploads it to an S3 server with files/upload-backup.sh and fetches it back (when rclone and
+# moto_server are installed), rotates user backup's password in three steps with a backup after
+# each, loads more, kills every node and deletes every data directory, restores with
+# files/restore-redis.sh (verify as user operator, given its password file only), and asserts that
+# the key count, the sum of all counters and the stream's length equal the backup's exactly, not
+# the later load's. Then a second restore onto node 0 alone, with node 1 keeping newer data and
+# node 2 wiped: the restored data must win. Also: the fallback to the master when no replica is in
+# sync, a backup with no sentinel answering, retention by count and age, and that no process
+# refused the backup, the restore or the group anything (ACL LOG).
 # Prints the measured backup and restore times and "N passed, N failed".
 #
 # Needs redis-server, redis-sentinel, redis-cli and redis-check-rdb (Debian: redis-server
@@ -29,21 +33,43 @@ command -v redis-check-rdb >/dev/null || { echo "SKIP: redis-check-rdb not insta
 N_KEYS=${TEST_KEYS:-3000}
 echo "backup/restore drill: $FILES with $SH on 127.0.0.1 ports $BASE-$((BASE + 12)), temp dir $T"
 
-BACKUP_PASSWORD='b@ckup pw "q" \x'
-printf '%s' "$BACKUP_PASSWORD" >"$T/backup-password"
-mkdir -p "$T/backups" "$T/scratch"
+mkdir -p "$T/backups" "$T/scratch" "$T/no-sentinel" "$T/rotation" "$T/backup-auth" "$T/operator-auth"
+# Each script gets its own user's password file only, as in the chart: a link into AUTH, so that
+# a rotation (auth_update) shows through as a Secret's update does.
+ln -s "$AUTH/backup-password" "$T/backup-auth/backup-password"
+ln -s "$AUTH/operator-password" "$T/operator-auth/operator-password"
 # backup DIR [VAR=VALUE...]: backup-redis.sh with node 0's environment (the chart's CronJob gives
-# the same names) as the ACL user `backup`; prints the new file's path; its log goes to backup.log
+# the same names) as ACL user backup; prints the new file's path; its log goes to backup.log
 backup() {
   local dir=$1 a
   shift
   (
-    export BACKUP_DIR="$dir" BACKUP_REDIS_USERNAME=backup BACKUP_REDIS_PASSWORD_FILE="$T/backup-password" \
-      SENTINEL_PASSWORD_FILE="$T/password"
+    AUTH=$T/backup-auth
+    export BACKUP_DIR="$dir"
     for a in "$@"; do export "${a?}"; done
     run_script 0 backup-redis.sh
   ) 2>>"$T/backup.log"
 }
+# restore_verify KEYS: restore-redis.sh verify with node 0's environment, as user operator
+restore_verify() {
+  (
+    AUTH=$T/operator-auth
+    RESTORE_VERIFY_TIMEOUT=90 run_script 0 restore-redis.sh verify "$1"
+  ) 2>>"$T/restore.log"
+}
+# no_denials WHEN: checks that no Redis or Sentinel process refused anything (ACL LOG)
+no_denials() {
+  local i p
+  for i in 0 1 2; do
+    for p in "$(rport "$i")" "$(sport "$i")"; do
+      check "$1: nothing refused on port $p (ACL LOG: $(acl_denials "$p" | sort -u | paste -sd';'))" \
+        eval '[ -z "$(acl_denials "$p")" ]'
+    done
+  done
+}
+# as_admin_cli PORT ARGS...: redis-cli as user admin, stdin passed on (the drill's own load and
+# sums), bounded by 300 s
+as_admin_cli() { local p=$1; shift; REDISCLI_AUTH=$(pw admin) timeout 300 redis-cli --user admin -p "$p" "$@"; }
 # restore_prepare I FILE: restore-redis.sh prepare on node I's data directory; prints the key count
 restore_prepare() {
   REDIS_DATA_DIR="$T/n$1/data" TMPDIR="$T/n$1" "$SH" "$FILES/restore-redis.sh" prepare "$2" 2>>"$T/restore.log"
@@ -54,8 +80,8 @@ master_port() { rport "$(master_node)"; }
 state_of() {
   local p sum
   p=$(rport "$1")
-  sum=$(REDISCLI_AUTH=$PASSWORD timeout 300 redis-cli -p "$p" --scan --pattern 'count:*' \
-    | xargs -r -n 500 echo MGET | REDISCLI_AUTH=$PASSWORD timeout 300 redis-cli -p "$p" | awk '{ s += $1 } END { print s + 0 }')
+  sum=$(as_admin_cli "$p" --scan --pattern 'count:*' \
+    | xargs -r -n 500 echo MGET | as_admin_cli "$p" | awk '{ s += $1 } END { print s + 0 }')
   printf 'keys=%s sum=%s xlen=%s' "$(node_keys "$(rnode "$1")")" "$sum" "$(rcli "$p" XLEN tally:fib:jobs)"
 }
 # load FROM TO STREAM: INCRBY count:<id> for ids FROM..TO (amounts 1..97), STREAM entries into
@@ -69,7 +95,7 @@ load() {
       if ((i % 3 == 0)); then printf 'INCR count:%d\r\n' "$i"; fi
     done
     for ((i = 1; i <= $3; i++)); do printf 'XADD tally:fib:jobs * n %d\r\n' "$i"; done
-  } | REDISCLI_AUTH=$PASSWORD redis-cli -p "$p" --pipe 2>&1 | tail -n 1)
+  } | as_admin_cli "$p" --pipe 2>&1 | tail -n 1)
   case "$out" in
     "errors: 0, replies: "*) ;;
     *) bad "load $1..$2: $out"; return 1 ;;
@@ -86,17 +112,27 @@ kill_all() {
 now_ms() { date +%s%3N; }
 secs_since() { awk -v a="$1" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }'; }
 
-# 1. The group, as in test-redis-scripts.sh, and the backup user on every node.
+# 1. The group, as in test-redis-scripts.sh, with the chart's users: backup among them.
 for i in 0 1 2; do start_redis "$i"; start_sentinel "$i"; done
 wait_for 40 "the group is up: all sentinels name node 0" eval '[ "$(master_node)" = 0 ]'
 wait_for 30 "both replicas in sync" eval 'replica_of 1 0 && replica_of 2 0'
-for i in 0 1 2; do
-  rcli "$(rport "$i")" ACL SETUSER backup reset on ">$BACKUP_PASSWORD" +ping +info +replconf +sync >/dev/null
+acli "$(rport 0)" SET count:1 1 >/dev/null
+# as_backup PORT ARGS...: as user backup, the reply (or the error) on stdout
+as_backup() { local p=$1; shift; cli backup "$(pw backup)" "127.0.0.1:$p" "$@" 2>&1; }
+for c in "GET count:1" "SET count:1 2" "FLUSHALL" "CONFIG GET masterauth" "KEYS *" "ACL WHOAMI" "CLIENT LIST"; do
+  # shellcheck disable=SC2034 # argv is used in the eval string
+  read -ra argv <<<"$c"
+  check "user backup may not $c" eval 'as_backup "$(rport 1)" "${argv[@]}" | grep >/dev/null NOPERM'
 done
-check "the backup user may not read keys" eval \
-  '[ "$(REDISCLI_AUTH=$BACKUP_PASSWORD redis-cli -p "$(rport 1)" --user backup GET count:1 2>&1 | grep -c NOPERM)" = 1 ]'
-check "the backup user may not FLUSHALL" eval \
-  '[ "$(REDISCLI_AUTH=$BACKUP_PASSWORD redis-cli -p "$(rport 0)" --user backup FLUSHALL 2>&1 | grep -c NOPERM)" = 1 ]'
+for c in "SENTINEL master mymaster" "SENTINEL FAILOVER mymaster" "INFO"; do
+  # shellcheck disable=SC2034 # argv is used in the eval string
+  read -ra argv <<<"$c"
+  check "user backup may not $c on a sentinel" eval 'as_backup "$(sport 1)" "${argv[@]}" | grep >/dev/null NOPERM'
+done
+check "user default is off (no command without a user)" eval 'redis-cli -p "$(rport 0)" PING 2>&1 | grep >/dev/null NOAUTH'
+acli "$(rport 0)" DEL count:1 >/dev/null
+acli "$(rport 0)" WAIT 2 5000 >/dev/null
+acl_log_reset # the refusals above are logged; from here on nothing may be
 
 # 2. Load, then the backup.
 t=$(now_ms)
@@ -161,6 +197,32 @@ else
   echo "SKIP the S3 upload: rclone or moto_server could not be installed"
 fi
 
+# 3b. User backup's password rotates as docs/security.md's runbook says (next, current + previous,
+# current); each step is applied by every node and sentinel, then a backup is taken with the
+# password file as it is then. Backup names are to the second: one second between two.
+# shellcheck disable=SC2034 # used in the eval strings below
+OLD_BACKUP=$(pw backup)
+t=$(now_ms)
+auth_update 'new_password backup >backup-password-next'
+wait_for 20 "rotation 1/3: every node and sentinel accepts backup's next password too" applied_everywhere
+sleep 1
+check "a backup after rotation step 1 (the current password)" eval 'backup "$T/rotation" >/dev/null'
+auth_update 'mv backup-password backup-password-previous; mv backup-password-next backup-password'
+wait_for 20 "rotation 2/3: the new password current, the old one still accepted" applied_everywhere
+sleep 1
+check "a backup after rotation step 2 (the new password)" eval 'backup "$T/rotation" >/dev/null'
+auth_update 'rm -f backup-password-previous'
+wait_for 20 "rotation 3/3: the new password only" applied_everywhere
+sleep 1
+check "a backup after rotation step 3 (the new password only)" eval 'backup "$T/rotation" >/dev/null'
+ok "user backup's password rotated with a backup after each step in $(secs_since "$t")s"
+check "three backups were written during the rotation" eval '[ "$(ls "$T/rotation" | grep -c "\.rdb$")" = 3 ]'
+no_denials "during the backups and the rotation"
+check "backup's old password is refused by Redis" eval 'cli backup "$OLD_BACKUP" "$(rnode 1)" INFO 2>&1 | grep >/dev/null WRONGPASS'
+check "backup's old password is refused by Sentinel" \
+  eval 'cli backup "$OLD_BACKUP" "$(snode 1)" SENTINEL get-master-addr-by-name mymaster 2>&1 | grep >/dev/null WRONGPASS'
+acl_log_reset # those two refusals are logged
+
 # 4. No replica in sync: the backup comes from the master only when allowed, and says so.
 kill -STOP "${REDIS_PID[1]}" "${REDIS_PID[2]}"
 : >"$T/backup.log"
@@ -174,6 +236,19 @@ if backup "$T/scratch" >/dev/null; then ok "with the fallback the backup is take
 check "and its log warns" grep -q 'WARNING: no replica of .* taking the backup from the master' "$T/backup.log"
 kill -CONT "${REDIS_PID[1]}" "${REDIS_PID[2]}"
 wait_for 30 "the replicas are back in sync" eval 'replica_of 1 0 && replica_of 2 0'
+
+# 4b. No sentinel answers (as if the backup pod could not reach them): the backup finds the master
+# among the Redis nodes (INFO replication and the group's clock, as user backup) and still copies
+# from a replica.
+: >"$T/backup.log"
+if backup "$T/no-sentinel" SENTINEL_NODES="127.0.0.1:1 127.0.0.1:1 127.0.0.1:1" >/dev/null; then
+  ok "with no sentinel answering the backup is taken"
+else
+  bad "with no sentinel answering the backup failed"
+  cat "$T/backup.log"
+fi
+check "its log says the master came from the Redis nodes" grep -q "no sentinel names a master; Redis node 127.0.0.1:$BASE says it is master" "$T/backup.log"
+check "and it copied from a replica" grep -q 'source: replica 127.0.0.1:' "$T/backup.log"
 
 # 5. Retention: by count, and by age (the age from the name), never the newest.
 for ts in 20200101T000000Z 20200102T000000Z 20990101T000000Z-bad; do
@@ -195,6 +270,7 @@ load $((N_KEYS / 2)) $((N_KEYS + 500)) 100 && ok "loaded more after the backup"
 LATER=$(state_of 0)
 echo "     state after the backup: $LATER"
 check "the later load changed the state" [ "$LATER" != "$WANT" ]
+no_denials "before the disaster (fallback, no sentinel, retention, load)"
 
 # 7. Disaster: every node killed, every data directory deleted.
 kill_all
@@ -213,14 +289,16 @@ done
 PREPARE_SECS=$(secs_since "$t")
 t2=$(now_ms)
 for i in 0 1 2; do start_redis "$i"; start_sentinel "$i"; done
-if RESTORE_VERIFY_TIMEOUT=90 run_script 0 restore-redis.sh verify "$WANT_KEYS" 2>>"$T/restore.log"; then
-  ok "restore-redis.sh verify: the group runs with $WANT_KEYS keys on every node"
+if restore_verify "$WANT_KEYS"; then
+  ok "restore-redis.sh verify (as operator): the group runs with $WANT_KEYS keys on every node"
 else
   bad "restore-redis.sh verify failed"
   tail -n 5 "$T/restore.log"
 fi
 START_SECS=$(secs_since "$t2")
 RESTORE_SECS=$(secs_since "$t")
+# verify asks a majority of the sentinels; the checks below want the master all three name.
+wait_for 20 "every sentinel names the restored master" eval '[ -n "$(master_node)" ]'
 M=$(master_node)
 check "restored master (node $M): $(state_of "$M")" [ "$(state_of "$M")" = "$WANT" ]
 for i in 0 1 2; do
@@ -244,7 +322,7 @@ done
 t=$(now_ms)
 k=$(restore_prepare 0 "$FILE") || { bad "prepare node 0"; exit 1; }
 for i in 0 1 2; do start_redis "$i"; start_sentinel "$i"; done
-if RESTORE_VERIFY_TIMEOUT=90 run_script 0 restore-redis.sh verify "$k" 2>>"$T/restore.log"; then
+if restore_verify "$k"; then
   ok "restore onto node 0 alone with node 1 holding newer data: verified in $(secs_since "$t")s"
 else
   bad "restore onto node 0 alone: verify failed"
@@ -252,6 +330,7 @@ else
 fi
 check "node 0 was elected (its clock is the highest)" eval 'grep -q "election: .*127.0.0.1:$BASE has the newest data" "$T"/n*/sentinel.log'
 for i in 0 1 2; do check "node $i holds the backup's data" [ "$(state_of "$i")" = "$WANT" ]; done
+no_denials "after the restores"
 
 echo "measured: backup ${BACKUP_SECS}s ($N_KEYS counters, $(wc -c <"$FILE") bytes); restore ${RESTORE_SECS}s" \
   "= prepare of 3 nodes ${PREPARE_SECS}s + group start to verified ${START_SECS}s"

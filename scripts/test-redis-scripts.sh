@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Tests the chart's Redis/Sentinel scripts (deploy/helm/tally/files/) against real redis-server and
-# redis-sentinel processes: three "nodes" on 127.0.0.1 (own ports, temp dirs, a password with
-# awkward characters), started at once as a StatefulSet with parallel pod management would.
+# redis-sentinel processes: three "nodes" on 127.0.0.1 (own ports, temp dirs, the chart's ACL
+# users with passwords of awkward characters), started at once as a StatefulSet with parallel pod
+# management would.
 # Checks bootstrap of node 0 as master, a killed master rejoining as a replica, the preStop
 # handover (CLIENT PAUSE WRITE + SENTINEL FAILOVER), a restarted sentinel following the current
 # master without being counted twice, the probes, a master that returns with an empty data
 # directory, cold starts of the whole group (one node behind; the master never back), a hung
-# master that steps down by itself, and a master that fences itself without its sentinels.
+# master that steps down by itself, and a master that fences itself without its sentinels; and
+# that through all of it no process refused the scripts, sentinels or replicas a command (ACL LOG).
+# scripts/test-redis-acl.sh tests the users themselves and password rotation.
 #
 # Needs redis-server, redis-sentinel and redis-cli (apt-get install redis-server redis-sentinel
 # redis-tools). Bounded: every wait has a deadline; everything started is stopped on exit.
@@ -22,16 +25,16 @@ TEST_NAME=tally-redis-test
 echo "testing $FILES with $SH on 127.0.0.1 ports $BASE-$((BASE + 12)), temp dir $T"
 
 # 0. Node names as the chart computes them: from POD_NAME, REDIS_NODE_COUNT and HEADLESS_DOMAIN.
-names=$(env -i PATH="$PATH" POD_NAME=tally-redis-1 REDIS_NODE_COUNT=3 \
+names=$(env -i PATH="$PATH" POD_NAME=tally-redis-1 REDIS_NODE_COUNT=3 FILES_DIR="$FILES" \
   HEADLESS_DOMAIN=tally-redis-headless.ns.svc.cluster.local "$SH" -c \
   '. "$1/redis-lib.sh"; lib_init; printf "%s|%s|%s|%s" "$NODE_INDEX" "$MY_REDIS" "$SENTINEL_NODES" "$FIRST_REDIS"' \
   sh "$FILES")
 d=tally-redis-headless.ns.svc.cluster.local
 check "node names from POD_NAME and HEADLESS_DOMAIN" [ "$names" = "1|tally-redis-1.$d:6379|tally-redis-0.$d:26379 tally-redis-1.$d:26379 tally-redis-2.$d:26379|tally-redis-0.$d:6379" ]
 check "conf_quote escapes quotes and backslashes" \
-  [ "$("$SH" -c '. "$1/redis-lib.sh"; conf_quote "a\"b\\c"' sh "$FILES")" = '"a\"b\\c"' ]
+  [ "$(FILES_DIR=$FILES "$SH" -c '. "$1/redis-lib.sh"; conf_quote "a\"b\\c"' sh "$FILES")" = '"a\"b\\c"' ]
 check "same_node ignores case and a trailing dot" \
-  "$SH" -c '. "$1/redis-lib.sh"; same_node "Tally-Redis-0.X.:6379" "tally-redis-0.x:6379"' sh "$FILES"
+  env FILES_DIR="$FILES" "$SH" -c '. "$1/redis-lib.sh"; same_node "Tally-Redis-0.X.:6379" "tally-redis-0.x:6379"' sh "$FILES"
 
 # 1. Bootstrap: all six processes start at once; node 0 must become master.
 for i in 0 1 2; do start_redis "$i"; start_sentinel "$i"; done
@@ -59,7 +62,7 @@ for _ in 1 2 3; do rcli "$(rport 0)" INCR count:test >/dev/null; done
 check "INCR on the master (min-replicas-to-write met)" eval '[ "$(rcli "$(rport 0)" GET count:test)" = 3 ]'
 check "replicas are read-only" eval '[ "$(rcli "$(rport 1)" INCR count:test | head -c 8)" = READONLY ]'
 check "a wrong password is refused" \
-  eval '[ "$(REDISCLI_AUTH=wrong redis-cli -p "$(rport 0)" GET count:test 2>&1 | grep -c WRONGPASS)" = 1 ]'
+  eval '[ "$(REDISCLI_AUTH=wrong redis-cli --user tally -p "$(rport 0)" GET count:test 2>&1 | grep -c WRONGPASS)" = 1 ]'
 
 for i in 0 1 2; do
   if run_script "$i" probe.sh redis-ready >/dev/null && run_script "$i" probe.sh redis-alive >/dev/null \
@@ -216,6 +219,15 @@ check "its log says why" grep -q 'no majority of sentinels confirms this master'
 for i in 0 1 2; do [ "$i" = "$M" ] || start_sentinel "$i"; done
 wait_for 30 "with the sentinels back it takes writes again" \
   eval 'rcli "$(rport "$M")" INCR count:test | grep -qx "[0-9]*"'
+
+# 10. Every script ran as user operator, every sentinel and replica as its own user: none was
+# refused anything (each process's ACL LOG is empty).
+for i in 0 1 2; do
+  check "no command of the scripts, sentinels or replicas was refused on node $i (ACL LOG: $(acl_denials "$(rport "$i")" | sort -u | paste -sd';'))" \
+    eval '[ -z "$(acl_denials "$(rport "$i")")" ]'
+  check "nor on sentinel $i (ACL LOG: $(acl_denials "$(sport "$i")" | sort -u | paste -sd';'))" \
+    eval '[ -z "$(acl_denials "$(sport "$i")")" ]'
+done
 
 if [ "$FAIL" -gt 0 ]; then dump_logs; fi
 echo "redis scripts: $(elapsed)s"

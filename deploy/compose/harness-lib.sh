@@ -8,11 +8,16 @@
 . "$ROOT/scripts/docker.sh"
 # The master and role predicates are the chart's own. Its nodes are here the ordinals 0-2, and
 # its redis-cli calls go through docker exec (rcli, scli below).
+FILES_DIR=$ROOT/deploy/helm/tally/files
 # shellcheck source=deploy/helm/tally/files/redis-lib.sh
 . "$ROOT/deploy/helm/tally/files/redis-lib.sh"
 REDIS_NODES="0 1 2"
 SENTINEL_NODES="0 1 2"
 MASTER_NAME=mymaster
+
+# The ACL users whose password files the stack mounts (compose.yaml's secrets).
+AUTH_USERS="tally replication sentinel operator exporter backup admin"
+new_password() { head -c 18 /dev/urandom | base64 | tr -d '/+='; }
 
 # After redis-lib.sh, whose log is the chart's format.
 log() { printf '[harness %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -94,10 +99,18 @@ stack_up() {
   fi
   "$TALLY_BIN" --version >/dev/null
 
-  # A fresh password for this run, readable by the containers' user.
-  head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$WORK/redis-password"
-  chmod 644 "$WORK/redis-password"
-  export TALLY_REDIS_PASSWORD_FILE=$WORK/redis-password
+  # Fresh passwords for this run's ACL users, readable by the containers' user; the rotation
+  # companions (-previous, -next) empty until a scenario rotates (set_password).
+  mkdir -p "$WORK/auth"
+  local u
+  for u in $AUTH_USERS; do
+    new_password >"$WORK/auth/$u-password"
+    : >"$WORK/auth/$u-password-previous"
+    : >"$WORK/auth/$u-password-next"
+  done
+  chmod 755 "$WORK/auth"
+  chmod 644 "$WORK/auth"/*
+  export TALLY_REDIS_AUTH_DIR=$WORK/auth
 
   # Leftovers of an interrupted run.
   compose down -v --remove-orphans -t 1 >/dev/null 2>&1 || true
@@ -158,14 +171,17 @@ svc() {
 # ---------------------------------------------------------------------------------------------
 # Looking at the system.
 
-# rcli N ARGS... / scli N ARGS...: redis-cli against redis-N / sentinel-N, inside its container
+# rcli N ARGS... / scli N ARGS...: redis-cli against redis-N / sentinel-N, inside its container,
+# as ACL user admin
 rcli() { container_cli "redis-$1" 6379 "${@:2}"; }
 scli() { container_cli "sentinel-$1" 26379 "${@:2}"; }
-# container_cli SERVICE PORT ARGS...: redis-cli in SERVICE's container, with the secret's password
-# shellcheck disable=SC2016 # $(cat ...), $p and "$@" expand in the container's shell
+# container_cli SERVICE PORT ARGS...: redis-cli in SERVICE's container as admin, whose password is
+# in no container: it goes in by stdin, from this run's files
+# shellcheck disable=SC2016 # $p, $pw and "$@" expand in the container's shell
 container_cli() {
-  timeout 5 "$DOCKER" exec "$(cid "$1")" sh -c \
-    'p=$1; shift; REDISCLI_AUTH=$(cat /run/secrets/redis-password) exec redis-cli -p "$p" "$@"' sh "$2" "${@:3}" 2>/dev/null | tr -d '\r'
+  timeout 5 "$DOCKER" exec -i "$(cid "$1")" sh -c \
+    'p=$1; shift; IFS= read -r pw || :; REDISCLI_AUTH=$pw exec redis-cli --user admin -p "$p" "$@"' sh "$2" "${@:3}" \
+    <"$TALLY_REDIS_AUTH_DIR/admin-password" 2>/dev/null | tr -d '\r'
 }
 # redis-lib.sh's seam. Only the sentinels that run count: a stopped one is no answer.
 redis_cli() { rcli "$@"; }
@@ -262,6 +278,27 @@ wait_until() {
   until "$@"; do
     if [ "$SECONDS" -ge "$deadline" ]; then log "timed out ($1s) waiting for: $what"; return 1; fi
     sleep 1
+  done
+}
+
+# rotation_applied: every redis-N and sentinel-N accepts, for each of its ACL users, exactly the
+# passwords this run's files list: their SHA-256 against the process's ACL LIST (one docker exec
+# per process: the harness's calls are slow on a busy machine)
+rotation_applied() {
+  local n u f side want have list
+  for n in 0 1 2; do
+    for side in redis sentinel; do
+      if [ "$side" = redis ]; then list=$(rcli "$n" ACL LIST); else list=$(scli "$n" ACL LIST); fi
+      [ -n "$list" ] || { WHY="$side-$n: no ACL LIST"; return 1; }
+      for u in $(acl_users "$side"); do
+        [ "$u" != default ] || continue
+        want=$(for f in "$u-password" "$u-password-previous" "$u-password-next"; do
+          [ ! -s "$TALLY_REDIS_AUTH_DIR/$f" ] || printf '%s' "$(cat "$TALLY_REDIS_AUTH_DIR/$f")" | sha256sum | cut -c1-64
+        done | sort -u)
+        have=$(awk -v u="$u" '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' <<<"$list" | sort)
+        [ "$have" = "$want" ] || { WHY="$side-$n: user $u not applied yet"; return 1; }
+      done
+    done
   done
 }
 

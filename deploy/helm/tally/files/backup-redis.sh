@@ -14,11 +14,11 @@
 #   BACKUP_KEEP_COUNT           keep this many newest backups (0: no limit)       default: 7
 #   BACKUP_KEEP_DAYS            delete backups older than this (0: no limit); the newest is kept
 #                               whatever its age                                  default: 0
-#   BACKUP_REDIS_USERNAME       ACL user on the Redis nodes; empty: the default user. It needs
-#                               +replconf +sync (the transfer) and +info +ping (the choice of node)
-#   BACKUP_REDIS_PASSWORD_FILE  that user's password                 default: REDIS_PASSWORD_FILE
-#   BACKUP_SENTINEL_USERNAME    ACL user on the sentinels (SENTINEL get-master-addr-by-name)
-#   SENTINEL_PASSWORD_FILE      its password                         default: REDIS_PASSWORD_FILE
+#   REDIS_AUTH_DIR              the password files (auth-lib.sh); the backup reads only its
+#                               user's, <user>-password, at every call  default: /etc/redis-auth
+#   BACKUP_USER                 the ACL user it connects as, on the Redis nodes and on the
+#                               sentinels (auth-lib.sh's `backup` has what it needs and no
+#                               more: docs/security.md)                     default: backup
 #   BACKUP_MAX_LAG_SECONDS      a replica is in sync when its link is up, no sync runs and it
 #                               heard from the master within this long            default: 10
 #   BACKUP_FALLBACK_TO_MASTER   yes: with no replica in sync, take it from the master; no: fail
@@ -33,18 +33,17 @@ FILES_DIR=${FILES_DIR:-$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)}
 
 # lib_init names "this node"; a backup is none: node 0 stands in, only for lib_init's checks.
 NODE_INDEX=${NODE_INDEX:-0}
-# The sentinels keep their own password; Redis gets the backup user's.
-SENTINEL_PASSWORD_FILE=${SENTINEL_PASSWORD_FILE:-${REDIS_PASSWORD_FILE:-}}
-REDIS_PASSWORD_FILE=${BACKUP_REDIS_PASSWORD_FILE:-${REDIS_PASSWORD_FILE:-}}
 lib_init
 NODE_INDEX=-
+BACKUP_USER=${BACKUP_USER:-backup}
+case "$BACKUP_USER" in '' | *[!A-Za-z0-9_-]*) die "BACKUP_USER=$BACKUP_USER: letters, digits, '_' and '-' only" ;; esac
+[ -n "$(auth_password "$BACKUP_USER")" ] \
+  || die "no password for user $BACKUP_USER: $(auth_dir)/$BACKUP_USER-password is missing or empty (the Secret lacks key $BACKUP_USER-password)"
 
 BACKUP_DIR=${BACKUP_DIR:-/backup}
 BACKUP_PREFIX=${BACKUP_PREFIX:-redis}
 BACKUP_KEEP_COUNT=${BACKUP_KEEP_COUNT:-7}
 BACKUP_KEEP_DAYS=${BACKUP_KEEP_DAYS:-0}
-BACKUP_REDIS_USERNAME=${BACKUP_REDIS_USERNAME:-}
-BACKUP_SENTINEL_USERNAME=${BACKUP_SENTINEL_USERNAME:-}
 BACKUP_MAX_LAG_SECONDS=${BACKUP_MAX_LAG_SECONDS:-10}
 BACKUP_FALLBACK_TO_MASTER=${BACKUP_FALLBACK_TO_MASTER:-yes}
 BACKUP_TRANSFER_TIMEOUT=${BACKUP_TRANSFER_TIMEOUT:-3600}
@@ -58,20 +57,10 @@ for _n in "$BACKUP_KEEP_COUNT" "$BACKUP_KEEP_DAYS" "$BACKUP_MAX_LAG_SECONDS" "$B
 done
 if [ ! -d "$BACKUP_DIR" ] || [ ! -w "$BACKUP_DIR" ]; then die "BACKUP_DIR=$BACKUP_DIR is not a writable directory"; fi
 
-# The seam of redis-lib.sh, with the ACL users: every lib function below reaches the nodes as them.
-# (`--user` after -h/-p: redis-cli reads options up to the first command word.)
-redis_cli() {
-  _node=$1
-  shift
-  if [ -n "$BACKUP_REDIS_USERNAME" ]; then set -- --user "$BACKUP_REDIS_USERNAME" "$@"; fi
-  cli "$REDIS_PASSWORD" "$_node" "$@"
-}
-sentinel_cli() {
-  _node=$1
-  shift
-  if [ -n "$BACKUP_SENTINEL_USERNAME" ]; then set -- --user "$BACKUP_SENTINEL_USERNAME" "$@"; fi
-  cli "$SENTINEL_PASSWORD" "$_node" "$@"
-}
+# The seam of redis-lib.sh: every lib function below reaches the nodes and the sentinels as
+# BACKUP_USER (not the scripts' operator), its password read at each call (a rotation applies).
+redis_cli() { cli "$BACKUP_USER" "$(auth_password "$BACKUP_USER")" "$@"; }
+sentinel_cli() { cli "$BACKUP_USER" "$(auth_password "$BACKUP_USER")" "$@"; }
 
 # pick_source: host:port of the node to copy: the in-sync replica of the master that is furthest
 # along (the largest replication offset); the master itself if none is and the fallback allows.

@@ -42,7 +42,7 @@ for n in $REDIS_NODES; do
 done
 log "creating the cluster: $masters masters, $CLUSTER_REPLICAS replica(s) each, from$addrs"
 # shellcheck disable=SC2086 # one argument per node
-REDISCLI_AUTH=$REDIS_PASSWORD "$REDIS_CLI" --cluster create $addrs \
+REDISCLI_AUTH=$(auth_password operator) "$REDIS_CLI" --user operator --cluster create $addrs \
   --cluster-replicas "$CLUSTER_REPLICAS" --cluster-yes
 
 waited=0

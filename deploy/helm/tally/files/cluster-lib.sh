@@ -2,7 +2,7 @@
 # shellcheck disable=SC2034 # variables set here are used by the scripts that source this file
 # Common functions of tally's Redis Cluster scripts (start-cluster-node.sh, cluster-init.sh,
 # prestop-cluster.sh, probe.sh cluster-*). It sources redis-lib.sh, whose lib_init names the
-# nodes (POD_NAME, HEADLESS_DOMAIN, REDIS_PORT, REDIS_NODES, NODE_INDEX) and reads the password;
+# nodes (POD_NAME, HEADLESS_DOMAIN, REDIS_PORT, REDIS_NODES, NODE_INDEX; the users: auth-lib.sh);
 # here REDIS_NODE_COUNT is every node of the cluster (masters and replicas). Kept apart from
 # redis-lib.sh, which holds the Sentinel group's logic, so that neither file grows past a screen
 # of concerns; every cluster script reaches a node through redis-lib.sh's redis_cli seam.

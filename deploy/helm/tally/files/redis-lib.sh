@@ -1,7 +1,8 @@
 # shellcheck shell=sh
 # shellcheck disable=SC2034 # variables set here are used by the scripts that source this file
 # Common functions of tally's Redis / Sentinel scripts (start-redis.sh, start-sentinel.sh,
-# prestop-redis.sh, probe.sh). POSIX sh: runs in the official redis / valkey images (Debian or
+# prestop-redis.sh, probe.sh); the users and how to connect as one are in auth-lib.sh, which
+# this file sources. POSIX sh: runs in the official redis / valkey images (Debian or
 # Alpine). Sourced, not executed; sourcing only defines functions and constants (lib_init reads
 # the environment). The HA harness and scripts/test-redis-scripts.sh source it too, for the
 # master and role predicates, so that they judge a group as the chart's scripts do.
@@ -20,15 +21,17 @@
 #   SENTINEL_NODES       override: the same for every Sentinel
 #   NODE_INDEX           override: this node's ordinal (default: POD_NAME's -<n> suffix)
 #   MASTER_NAME          the Sentinel master group name                  default: mymaster
-#   REDIS_PASSWORD_FILE  file holding the password of Redis and replication; unset or missing:
-#                        no authentication
-#   SENTINEL_PASSWORD_FILE  file holding the Sentinel password          default: REDIS_PASSWORD_FILE
+#   REDIS_AUTH_DIR       the users' password files (see auth-lib.sh)     default: /etc/redis-auth
 #   CLI_TIMEOUT          seconds allowed for one redis-cli call          default: 3
 #   REDIS_CLI            the client binary             default: redis-cli, else valkey-cli
 #   REDIS_CLOCK_DB       database of the group's recency clock           default: 15
 #
 # Node names are announced (replica-announce-ip, sentinel announce-ip), never addresses, so a node
 # that comes back with a new IP address keeps its identity. Host names must not contain ':'.
+
+# FILES_DIR: this file's directory (the scripts set it; so do the harness and the tests).
+# shellcheck source-path=SCRIPTDIR source=auth-lib.sh
+. "${FILES_DIR:?FILES_DIR must name the directory of redis-lib.sh}/auth-lib.sh"
 
 log() {
   printf '%s %s[%s]: %s\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "${SCRIPT_NAME:-redis-lib}" "${NODE_INDEX:-?}" "$*" >&2
@@ -59,12 +62,6 @@ port_of() { printf '%s\n' "${1##*:}"; }
 # conf_quote STRING: STRING as a double-quoted Redis configuration argument
 conf_quote() {
   printf '"%s"\n' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
-}
-
-read_secret() { # read_secret FILE: the file's content without trailing newlines, empty if absent
-  if [ -n "$1" ] && [ -r "$1" ]; then
-    cat "$1"
-  fi
 }
 
 # first_command NAME...: the first NAME found on PATH (the first NAME when none is)
@@ -113,7 +110,7 @@ maxmemory_setting() {
   printf '%s\n' $((_limit * ${REDIS_MAXMEMORY_PERCENT:-75} / 100))
 }
 
-# lib_init: computes the node lists and this node's identity; reads the passwords.
+# lib_init: computes the node lists and this node's identity.
 lib_init() {
   POD_NAME=${POD_NAME:-$(hostname)}
   REDIS_NODE_COUNT=${REDIS_NODE_COUNT:-3}
@@ -152,11 +149,6 @@ lib_init() {
   MY_HOST=$(host_of "$MY_REDIS")
   FIRST_REDIS=$(nth "$REDIS_NODES" 0)
 
-  REDIS_PASSWORD=$(read_secret "${REDIS_PASSWORD_FILE:-}")
-  SENTINEL_PASSWORD=$(read_secret "${SENTINEL_PASSWORD_FILE:-${REDIS_PASSWORD_FILE:-}}")
-  if [ -n "${REDIS_PASSWORD_FILE:-}" ] && [ -z "$REDIS_PASSWORD" ]; then
-    die "REDIS_PASSWORD_FILE=$REDIS_PASSWORD_FILE is missing or empty"
-  fi
 }
 
 # with_timeout CMD...: CMD bounded by CLI_TIMEOUT seconds when `timeout` exists
@@ -168,23 +160,8 @@ with_timeout() {
   fi
 }
 
-# cli PASSWORD HOST:PORT ARGS...: one redis-cli call; the password goes by environment, never
-# on the command line. Prints the raw reply; non-zero when the node cannot be reached.
-cli() {
-  _pw=$1
-  _hp=$2
-  shift 2
-  if [ -n "$_pw" ]; then
-    REDISCLI_AUTH=$_pw VALKEYCLI_AUTH=$_pw with_timeout "$REDIS_CLI" -h "$(host_of "$_hp")" -p "$(port_of "$_hp")" "$@"
-  else
-    with_timeout "$REDIS_CLI" -h "$(host_of "$_hp")" -p "$(port_of "$_hp")" "$@"
-  fi
-}
-# redis_cli / sentinel_cli NODE ARGS...: the seam every function below reaches a node through
-# (announce_tail aside). NODE is host:port here; a script that reaches the nodes another way
-# (the harness: docker exec, NODE an ordinal) redefines both after sourcing this file.
-redis_cli() { cli "$REDIS_PASSWORD" "$@"; }
-sentinel_cli() { cli "$SENTINEL_PASSWORD" "$@"; }
+# Every function below reaches a node through redis_cli / sentinel_cli (auth-lib.sh: redis-cli
+# as user operator), announce_tail aside.
 
 # sentinel_master_of SENTINEL: "host:port" of the master that sentinel names, empty if none
 sentinel_master_of() {
@@ -322,9 +299,10 @@ aof_tail() {
 # announce_tail TAIL FLAG: keeps a connection to this node named after TAIL open while the file
 # FLAG exists (then redis-cli sees its input end and exits)
 announce_tail() {
+  _pw=$(auth_password operator)
   { printf 'CLIENT SETNAME %s%s\n' "$TAIL_NAME" "$1"; while sleep 1 && [ -e "$2" ]; do echo PING; done; } \
-    | REDISCLI_AUTH=$REDIS_PASSWORD VALKEYCLI_AUTH=$REDIS_PASSWORD \
-      "$REDIS_CLI" -h "$(host_of "$MY_REDIS")" -p "$(port_of "$MY_REDIS")" >/dev/null 2>&1
+    | REDISCLI_AUTH=$_pw VALKEYCLI_AUTH=$_pw \
+      "$REDIS_CLI" --user operator -h "$(host_of "$MY_REDIS")" -p "$(port_of "$MY_REDIS")" >/dev/null 2>&1
 }
 
 # node_tail REDIS: the AOF tail a holding node announced, -1 when it has none; empty while it

@@ -31,7 +31,11 @@
 #                                                  default: $TMPDIR/redis-restore.<pid>
 #   REDIS_SERVER, REDIS_CLI, REDIS_CHECK_RDB   binaries; default the redis-*, else valkey-* ones
 # verify's: the Redis pods' (POD_NAME, REDIS_NODE_COUNT, HEADLESS_DOMAIN or REDIS_NODES /
-# SENTINEL_NODES, passwords), and RESTORE_VERIFY_TIMEOUT (seconds, default 300).
+# SENTINEL_NODES, REDIS_AUTH_DIR with operator-password), and RESTORE_VERIFY_TIMEOUT (seconds,
+# default 300). verify connects as user operator, as the chart's other scripts do (redis-lib.sh):
+# it reads only (SENTINEL get-master-addr-by-name, INFO keyspace/persistence/replication), which
+# operator may; admin, which may change users, is never needed. The temporary server of prepare
+# has no users and no TCP port: only this process reaches its socket (a directory of mode 700).
 set -eu
 SCRIPT_NAME=restore-redis
 FILES_DIR=${FILES_DIR:-$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)}

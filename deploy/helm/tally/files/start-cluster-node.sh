@@ -24,6 +24,9 @@ FILES_DIR=${FILES_DIR:-$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)}
 # shellcheck source-path=SCRIPTDIR source=cluster-lib.sh
 . "$FILES_DIR/cluster-lib.sh"
 cluster_lib_init
+acl_check redis "operator replication"
+auth_seen=$(auth_fingerprint)
+BRIDGE_REDIS=$REDIS_NODES
 
 REDIS_DATA_DIR=${REDIS_DATA_DIR:-/data}
 REDIS_RUN_DIR=${REDIS_RUN_DIR:-/tmp/redis}
@@ -60,15 +63,16 @@ umask 077
   # What INFO replication shows of this node on its master (prestop-cluster.sh reads it).
   printf 'replica-announce-ip %s\n' "$MY_HOST"
   [ -z "$maxmemory" ] || printf 'maxmemory %s\n' "$maxmemory"
-  if [ -n "$REDIS_PASSWORD" ]; then
-    printf 'requirepass %s\n' "$(conf_quote "$REDIS_PASSWORD")"
-    printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
-  fi
+  # The users (auth-lib.sh); a replica authenticates to its master as user replication.
+  printf 'aclfile %s\n' "$REDIS_RUN_DIR/users.acl"
+  printf 'masteruser replication\n'
+  printf 'masterauth %s\n' "$(conf_quote "$(auth_password replication)")"
   if [ -n "${REDIS_EXTRA_CONFIG_FILE:-}" ] && [ -r "$REDIS_EXTRA_CONFIG_FILE" ]; then
     printf 'include %s\n' "$REDIS_EXTRA_CONFIG_FILE"
   fi
 } >"$conf.tmp"
 mv "$conf.tmp" "$conf"
+acl_write redis "$REDIS_RUN_DIR/users.acl"
 rm -f "$REDIS_RUN_DIR/new-cluster"
 
 # An empty node whose older id is still a master with slots (a master pod back on a new volume
@@ -156,5 +160,7 @@ rejoin_loop() {
 if [ "$started_empty" = yes ]; then
   rejoin_loop "$$" </dev/null >/dev/null &
 fi
+# A changed password file is applied without a restart (auth-lib.sh).
+auth_loop redis "$MY_REDIS" "$$" "$REDIS_RUN_DIR/users.acl" "$REDIS_RUN_DIR" "$auth_seen" </dev/null >/dev/null &
 
 exec "$REDIS_SERVER" "$conf"

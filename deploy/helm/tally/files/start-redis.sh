@@ -28,6 +28,7 @@
 #   REDIS_STEPDOWN_GRACE    a master for less than this does not step down when the sentinels
 #                           name another (a failover in progress)   default: 10
 #   REDIS_FENCE_GRACE       nor refuse writes when no majority of them confirms it yet   default: 3
+#   REDIS_AUTH_INTERVAL     seconds between two looks at the password files  default: 5
 #   REDIS_SERVER            the server binary         default: redis-server, else valkey-server
 #   FILES_DIR               where redis.conf and redis-lib.sh are      default: this script's dir
 set -eu
@@ -36,6 +37,13 @@ FILES_DIR=${FILES_DIR:-$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)}
 # shellcheck source-path=SCRIPTDIR source=redis-lib.sh
 . "$FILES_DIR/redis-lib.sh"
 lib_init
+acl_check redis "operator replication sentinel"
+auth_seen=$(auth_fingerprint)
+# An upgrade from a chart version before ACL users: the old pods learn the users first.
+BRIDGE_REDIS=$REDIS_NODES
+BRIDGE_SENTINELS=$SENTINEL_NODES
+auth_bridge redis "$BRIDGE_REDIS" "$MY_REDIS"
+auth_bridge sentinel "$BRIDGE_SENTINELS"
 
 REDIS_DATA_DIR=${REDIS_DATA_DIR:-/data}
 REDIS_RUN_DIR=${REDIS_RUN_DIR:-/tmp/redis}
@@ -103,10 +111,10 @@ umask 077
   if [ -n "$maxmemory" ]; then
     printf 'maxmemory %s\n' "$maxmemory"
   fi
-  if [ -n "$REDIS_PASSWORD" ]; then
-    printf 'requirepass %s\n' "$(conf_quote "$REDIS_PASSWORD")"
-    printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
-  fi
+  # The users (auth-lib.sh); a replica authenticates to its master as user replication.
+  printf 'aclfile %s\n' "$REDIS_RUN_DIR/users.acl"
+  printf 'masteruser replication\n'
+  printf 'masterauth %s\n' "$(conf_quote "$(auth_password replication)")"
   if same_node "$master" "$MY_REDIS"; then
     log "starting as master ($MY_REDIS)"
   else
@@ -121,6 +129,7 @@ umask 077
   fi
 } >"$conf.tmp"
 mv "$conf.tmp" "$conf"
+acl_write redis "$REDIS_RUN_DIR/users.acl"
 if [ "$held" = yes ]; then : >"$REDIS_RUN_DIR/priority-held"; else rm -f "$REDIS_RUN_DIR/priority-held"; fi
 
 # Beside redis-server (the shell's pid once exec'd), once a second: on the master, tick the clock,
@@ -218,5 +227,7 @@ clock_loop() {
   done
 }
 clock_loop "$$" </dev/null >/dev/null &
+# Beside it, a changed password file is applied without a restart (auth-lib.sh).
+auth_loop redis "$MY_REDIS" "$$" "$REDIS_RUN_DIR/users.acl" "$REDIS_RUN_DIR" "$auth_seen" </dev/null >/dev/null &
 
 exec "$REDIS_SERVER" "$conf"

@@ -15,6 +15,7 @@
 #   SENTINEL_WAIT_REPLICAS_SECONDS  then this long for the other nodes to replicate it  default: 10
 #   ELECTION_WAIT_SECONDS        with no master, elect when every node answers, or a majority
 #                                after this long                       default: 60
+#   REDIS_AUTH_INTERVAL          seconds between two looks at the password files  default: 5
 #   SENTINEL_SERVER              the binary        default: redis-sentinel, else valkey-sentinel
 #   FILES_DIR                    where sentinel.conf and redis-lib.sh are  default: this script's dir
 set -eu
@@ -23,6 +24,10 @@ FILES_DIR=${FILES_DIR:-$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)}
 # shellcheck source-path=SCRIPTDIR source=redis-lib.sh
 . "$FILES_DIR/redis-lib.sh"
 lib_init
+acl_check sentinel "operator sentinel"
+auth_seen=$(auth_fingerprint)
+BRIDGE_SENTINELS=$SENTINEL_NODES
+auth_bridge sentinel "$BRIDGE_SENTINELS" "$MY_SENTINEL"
 
 SENTINEL_RUN_DIR=${SENTINEL_RUN_DIR:-/tmp/sentinel}
 SENTINEL_BIND=${SENTINEL_BIND:-* -::*}
@@ -116,18 +121,24 @@ umask 077
   if [ -n "$myid" ]; then printf 'sentinel myid %s\n' "$myid"; fi
   printf 'sentinel announce-ip %s\n' "$(host_of "$MY_SENTINEL")"
   printf 'sentinel announce-port %s\n' "$(port_of "$MY_SENTINEL")"
-  if [ -n "$SENTINEL_PASSWORD" ]; then
-    printf 'requirepass %s\n' "$(conf_quote "$SENTINEL_PASSWORD")"
-  fi
+  # The users (auth-lib.sh). This sentinel reaches the Redis nodes and the other sentinels as
+  # user sentinel.
+  printf 'aclfile %s\n' "$SENTINEL_RUN_DIR/users.acl"
+  printf 'sentinel sentinel-user sentinel\n'
+  printf 'sentinel sentinel-pass %s\n' "$(conf_quote "$(auth_password sentinel)")"
   printf 'sentinel monitor %s %s %s %s\n' "$MASTER_NAME" "$(host_of "$master")" "$(port_of "$master")" "$SENTINEL_QUORUM"
-  if [ -n "$REDIS_PASSWORD" ]; then
-    printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$(conf_quote "$REDIS_PASSWORD")"
-  fi
+  printf 'sentinel auth-user %s sentinel\n' "$MASTER_NAME"
+  printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$(conf_quote "$(auth_password sentinel)")"
   printf 'sentinel down-after-milliseconds %s %s\n' "$MASTER_NAME" "$SENTINEL_DOWN_AFTER_MS"
   printf 'sentinel failover-timeout %s %s\n' "$MASTER_NAME" "$SENTINEL_FAILOVER_TIMEOUT_MS"
   printf 'sentinel parallel-syncs %s 1\n' "$MASTER_NAME"
 } >"$conf.tmp"
 mv "$conf.tmp" "$conf"
+acl_write sentinel "$SENTINEL_RUN_DIR/users.acl"
+auth_note_sentinel_pass "$SENTINEL_RUN_DIR"
 
 log "monitoring $MASTER_NAME at $master (quorum $SENTINEL_QUORUM, down after ${SENTINEL_DOWN_AFTER_MS}ms)"
+# Beside the sentinel (the shell's pid once exec'd), a changed password file is applied without
+# a restart (auth-lib.sh).
+auth_loop sentinel "$MY_SENTINEL" "$$" "$SENTINEL_RUN_DIR/users.acl" "$SENTINEL_RUN_DIR" "$auth_seen" </dev/null >/dev/null &
 exec "$SENTINEL_SERVER" "$conf"

@@ -1,6 +1,7 @@
 {{/*
 The backup container of the Redis backup CronJob (redis-backup.yaml): files/backup-redis.sh in the
-Redis image. It names the nodes as the Redis pods do (files/redis-lib.sh): from pod 0's name.
+Redis image. It names the nodes as the Redis pods do (files/redis-lib.sh): from pod 0's name, and
+connects as ACL user backup (the volume "auth": that user's key of the Redis Secret only).
 */}}
 {{- define "tally.redis.backupContainer" -}}
 {{- $ := .ctx -}}
@@ -22,14 +23,9 @@ Redis image. It names the nodes as the Redis pods do (files/redis-lib.sh): from 
       value: {{ $.Values.redis.sentinel.port | quote }}
     - name: MASTER_NAME
       value: {{ $.Values.redis.masterName | quote }}
-    - name: SENTINEL_PASSWORD_FILE
-      value: /etc/redis-auth/password
-    {{- with $b.auth.username }}
-    - name: BACKUP_REDIS_USERNAME
-      value: {{ . | quote }}
-    {{- end }}
-    - name: BACKUP_REDIS_PASSWORD_FILE
-      value: {{ ternary "/etc/backup-auth/password" "/etc/redis-auth/password" (not (empty $b.auth.existingSecret)) }}
+    # ACL user backup (files/auth-lib.sh) on the Redis nodes and the sentinels: its password only.
+    - name: REDIS_AUTH_DIR
+      value: /etc/redis-auth
     - name: BACKUP_DIR
       value: /backup
     - name: BACKUP_PREFIX
@@ -55,11 +51,6 @@ Redis image. It names the nodes as the Redis pods do (files/redis-lib.sh): from 
     - name: auth
       mountPath: /etc/redis-auth
       readOnly: true
-    {{- if $b.auth.existingSecret }}
-    - name: backup-auth
-      mountPath: /etc/backup-auth
-      readOnly: true
-    {{- end }}
     - name: backup
       mountPath: /backup
     - name: tmp

@@ -52,13 +52,54 @@ external and still wins over redis.mode.
 {{- mul (int .Values.redis.cluster.masters) (add1 (int .Values.redis.cluster.replicasPerMaster)) -}}
 {{- end -}}
 
-{{/* The Secret and key of the chart's Redis password (externalRedis's: tally.redisClient.volume). */}}
+{{/*
+The Secret of the chart's Redis users (files/auth-lib.sh): one key per user, <user>-password, and
+during a rotation <user>-password-previous / <user>-password-next. externalRedis's Secret:
+tally.redisClient.volume.
+*/}}
 {{- define "tally.redis.secretName" -}}
 {{- default (printf "%s-auth" (include "tally.redis.fullname" .)) .Values.redis.auth.existingSecret -}}
 {{- end -}}
+{{/* Every user key the chart creates in its own Secret. */}}
+{{- define "tally.redis.secretKeys" -}}
+tally-password,replication-password,sentinel-password,operator-password,exporter-password,backup-password,admin-password
+{{- end -}}
 
-{{- define "tally.redis.secretKey" -}}
-{{- .Values.redis.auth.existingSecretPasswordKey -}}
+{{/*
+A Secret volume of the users' password files, as REDIS_AUTH_DIR: only the keys of the given
+users, each with its rotation companions, and the single password of chart versions before the
+users (file "password") while the Secret still has it. optional: a key the Secret lacks (a
+companion, the old password) is left out; a missing user the scripts need is an error there.
+Args: ctx, name (the volume's), users (a list).
+*/}}
+{{- define "tally.redis.authVolume" -}}
+- name: {{ .name }}
+  secret:
+    secretName: {{ include "tally.redis.secretName" .ctx }}
+    defaultMode: 0440
+    optional: true
+    items:
+      {{- range .users }}
+      {{- range $suffix := list "" "-previous" "-next" }}
+      - key: {{ . }}-password{{ $suffix }}
+        path: {{ . }}-password{{ $suffix }}
+      {{- end }}
+      {{- end }}
+      {{- with .ctx.Values.redis.auth.existingSecretPasswordKey }}
+      - key: {{ . }}
+        path: password
+      {{- end }}
+{{- end -}}
+
+{{/* Environment of every container that runs the chart's Redis scripts: the users' files and
+the key patterns of user tally. */}}
+{{- define "tally.redis.authEnv" -}}
+- name: REDIS_AUTH_DIR
+  value: /etc/redis-auth
+- name: TALLY_KEY_PREFIX
+  value: {{ .Values.keyPrefix | quote }}
+- name: TALLY_KEY_NAMESPACE
+  value: {{ .Values.keyNamespace | quote }}
 {{- end -}}
 
 {{/* host:port of every sentinel of the chart's Redis, comma separated. */}}
@@ -79,15 +120,22 @@ mount and volume. The password files come from the chart's Redis Secret or exter
 {{- if eq $mode "cluster" -}}
 - name: TALLY_REDIS_CLUSTER
   value: {{ include "tally.redis.clusterNodes" . | quote }}
+- name: TALLY_REDIS_USERNAME
+  value: tally
 - name: TALLY_REDIS_PASSWORD_FILE
   value: /etc/tally/redis/password
 {{- else if eq $mode "sentinel" -}}
+{{- /* ACL user tally on the Redis nodes and on the sentinels, with one password. */ -}}
 - name: TALLY_REDIS_SENTINELS
   value: {{ include "tally.redis.sentinels" . | quote }}
 - name: TALLY_REDIS_MASTER_NAME
   value: {{ .Values.redis.masterName | quote }}
+- name: TALLY_REDIS_USERNAME
+  value: tally
 - name: TALLY_REDIS_PASSWORD_FILE
   value: /etc/tally/redis/password
+- name: TALLY_SENTINEL_USERNAME
+  value: tally
 - name: TALLY_SENTINEL_PASSWORD_FILE
   value: /etc/tally/redis/password
 {{- else -}}
@@ -138,12 +186,13 @@ mount and volume. The password files come from the chart's Redis Secret or exter
 
 {{- define "tally.redisClient.volume" -}}
 {{- if include "tally.redis.internal" . -}}
+{{- /* Only user tally's password; Kubernetes updates the file in place on a rotation. */ -}}
 - name: redis-auth
   secret:
     secretName: {{ include "tally.redis.secretName" . }}
     defaultMode: 0440
     items:
-      - key: {{ include "tally.redis.secretKey" . }}
+      - key: tally-password
         path: password
 {{- else if .Values.externalRedis.existingSecret -}}
 - name: redis-auth
@@ -176,8 +225,7 @@ mount and volume. The password files come from the chart's Redis Secret or exter
   value: {{ .Values.redis.sentinel.port | quote }}
 - name: MASTER_NAME
   value: {{ .Values.redis.masterName | quote }}
-- name: REDIS_PASSWORD_FILE
-  value: /etc/redis-auth/password
+{{ include "tally.redis.authEnv" . }}
 {{- end -}}
 
 {{/* Environment of the Redis Cluster nodes and the init Job (files/cluster-lib.sh reads it). */}}
@@ -194,6 +242,5 @@ mount and volume. The password files come from the chart's Redis Secret or exter
   value: {{ include "tally.redis.domain" . | quote }}
 - name: REDIS_PORT
   value: {{ .Values.redis.port | quote }}
-- name: REDIS_PASSWORD_FILE
-  value: /etc/redis-auth/password
+{{ include "tally.redis.authEnv" . }}
 {{- end -}}

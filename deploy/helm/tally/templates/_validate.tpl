@@ -14,6 +14,9 @@ and the app's own tally.checkGrace, so a bad combination fails `helm template` /
 {{- if and (eq $mode "external") (not .Values.externalRedis.url) (not .Values.externalRedis.sentinels) (not .Values.externalRedis.cluster.nodes) -}}
 {{- fail "redis.mode is external (or redis.enabled is false): set externalRedis.url, externalRedis.sentinels or externalRedis.cluster.nodes" -}}
 {{- end -}}
+{{- if and (include "tally.redis.internal" .) (not (regexMatch "^[A-Za-z0-9:._/@=+-]*$" (printf "%s%s" .Values.keyPrefix .Values.keyNamespace))) -}}
+{{- fail "keyPrefix and keyNamespace may hold only letters, digits and :._/@=+- with the chart's Redis: they become key patterns of ACL user tally (files/auth-lib.sh)" -}}
+{{- end -}}
 {{- if include "tally.redis.usesCluster" . -}}
 {{- if contains "{" .Values.keyPrefix -}}
 {{- fail "keyPrefix must not contain braces with Redis Cluster: the counter keys carry the id as their hash tag" -}}
