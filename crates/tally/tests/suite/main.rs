@@ -5,6 +5,7 @@
 #[macro_use]
 mod support;
 
+mod acl;
 mod browser;
 mod catalogue;
 mod check;
