@@ -134,6 +134,8 @@ run() {
     RESULTS+=("FAIL  $name (${dt}s)")
     FAILED=$((FAILED + 1))
     printf '\n---- FAIL: %s\n' "$name" >&2
+    # The failed checks of a test script first (its log can be long), then the log's end.
+    grep -E '^FAIL ' "$logf" | head -n 20 >&2 || true
     tail -n 60 "$logf" >&2
   fi
   return 0
