@@ -32,6 +32,8 @@
 # FILES_DIR: this file's directory (the scripts set it; so do the harness and the tests).
 # shellcheck source-path=SCRIPTDIR source=auth-lib.sh
 . "${FILES_DIR:?FILES_DIR must name the directory of redis-lib.sh}/auth-lib.sh"
+# shellcheck source-path=SCRIPTDIR source=tls-lib.sh
+. "$FILES_DIR/tls-lib.sh"
 
 log() {
   printf '%s %s[%s]: %s\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "${SCRIPT_NAME:-redis-lib}" "${NODE_INDEX:-?}" "$*" >&2
@@ -300,9 +302,10 @@ aof_tail() {
 # FLAG exists (then redis-cli sees its input end and exits)
 announce_tail() {
   _pw=$(auth_password operator)
+  # shellcheck disable=SC2046 # tls_cli_opts prints options to split
   { printf 'CLIENT SETNAME %s%s\n' "$TAIL_NAME" "$1"; while sleep 1 && [ -e "$2" ]; do echo PING; done; } \
     | REDISCLI_AUTH=$_pw VALKEYCLI_AUTH=$_pw \
-      "$REDIS_CLI" --user operator -h "$(host_of "$MY_REDIS")" -p "$(port_of "$MY_REDIS")" >/dev/null 2>&1
+      "$REDIS_CLI" $(tls_cli_opts) --user operator -h "$(host_of "$MY_REDIS")" -p "$(port_of "$MY_REDIS")" >/dev/null 2>&1
 }
 
 # node_tail REDIS: the AOF tail a holding node announced, -1 when it has none; empty while it
