@@ -20,8 +20,12 @@
 # dockerd it started) is removed on exit, also on failure; per-scenario reports and, on failure,
 # container logs stay in target/ha-harness/.
 #
-#   TALLY_SUBNET      the stack's network            default: 172.31.213.0/24
-#   TALLY_HA_PORT     HAProxy on 127.0.0.1           default: 18080 (stats: +324)
+#   TALLY_SUBNET      the stack's network            default: 172.31.213.0/24 (TLS: .214.0/24)
+#   TALLY_HA_PORT     HAProxy on 127.0.0.1           default: 18080, TLS: 18090 (stats: +324)
+#   TALLY_HA_TLS=1    run on the TLS stack (compose.yaml + compose-tls.yaml, certificates of a
+#                     throwaway CA made at start by dev-tls.sh): project tallyhatls, its own
+#                     subnet, port, image tag and reports (target/ha-harness-tls/), so that it
+#                     can run beside the plain stack; --update-docs is refused
 #   TALLY_HA_RATE     requests per second            default: 300
 #   TALLY_HA_KEEP=1   leave the stack (and dockerd) running at the end, for a look around
 #   TALLY_BIN         the host `tally` for `tally check` (default: the one in the built image)
@@ -64,20 +68,32 @@ EOF_TABLE
 # new connections keep sending the old password, refused after step 3).
 LOAD[16]=70 KIND[16]=nofail BOUND[16]=- TITLE[16]="Rotate every ACL user's password under load (next, current + previous, current)"
 
-parse_scenario_args 28 "$@"
+parse_scenario_args 32 "$@"
 
 preflight
 
-export TALLY_SUBNET=${TALLY_SUBNET:-172.31.213.0/24}
-export TALLY_PORT=${TALLY_HA_PORT:-18080}
+HA_TLS=${TALLY_HA_TLS:-0}
+if [ "$HA_TLS" = 1 ]; then
+  [ "$UPDATE_DOCS" = 0 ] || { echo "--update-docs: docs/ha.md's table is the plain stack's, not TALLY_HA_TLS=1's" >&2; exit 2; }
+  export TALLY_SUBNET=${TALLY_SUBNET:-172.31.214.0/24}
+  export TALLY_PORT=${TALLY_HA_PORT:-18090}
+  export TALLY_IMAGE_HA=${TALLY_IMAGE_HA:-tally:ha-harness-tls}
+  PROJECT=tallyhatls
+  # compose() adds it after COMPOSE_FILE (harness-lib.sh).
+  COMPOSE_EXTRA=$ROOT/deploy/compose/compose-tls.yaml
+  ART=$ROOT/target/ha-harness-tls
+else
+  export TALLY_SUBNET=${TALLY_SUBNET:-172.31.213.0/24}
+  export TALLY_PORT=${TALLY_HA_PORT:-18080}
+  PROJECT=tallyha
+  ART=$ROOT/target/ha-harness
+fi
 export TALLY_LB_STATS_PORT=$((TALLY_PORT + 324))
 RATE=${TALLY_HA_RATE:-300}
-PROJECT=tallyha
 NET=${PROJECT}_tally
 LB=http://127.0.0.1:$TALLY_PORT
 STATS=http://127.0.0.1:$TALLY_LB_STATS_PORT
 COMPOSE_FILE=$ROOT/deploy/compose/compose.yaml
-ART=$ROOT/target/ha-harness
 WORK=$(mktemp -d /tmp/tally-ha.XXXXXX)
 chmod 755 "$WORK"
 mkdir -p "$ART"
@@ -88,6 +104,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 T_START=$SECONDS
+if [ "$HA_TLS" = 1 ]; then
+  # A new CA and a certificate per pod for its names, for this run only (removed with WORK).
+  "$ROOT/deploy/compose/dev-tls.sh" "$WORK/tls"
+  export TALLY_TLS_DIR=$WORK/tls
+fi
 stack_up
 
 # ---------------------------------------------------------------------------------------------
