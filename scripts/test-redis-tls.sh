@@ -9,7 +9,8 @@
 # CAs, 2. the new certificates, 3. the new CA alone) while INCRs run, each on a new connection: the
 # watcher applies each step without restarting redis-server (same pid), the sentinels restart in
 # place one at a time keeping their state, 0 INCRs fail, the exporter goes on scraping, the old
-# CA is refused at the end, and the group still fails over.
+# CA is refused at the end, and the group still fails over. Last, the Redis Cluster test
+# (scripts/test-redis-cluster-acl.sh) runs over TLS only, the Cluster bus included.
 #
 # Node names: every node is `localhost` with its own ports, the one name that resolves to the
 # loopback on every machine without editing /etc/hosts; each node still gets its own certificate
@@ -19,6 +20,7 @@
 # Needs redis-server, redis-sentinel, redis-cli and openssl; prometheus-redis-exporter and curl
 # for the exporter part (skipped without them). Bounded; everything started is stopped on exit.
 #   TEST_SHELL, TEST_BASE_PORT, KEEP_TMP   as scripts/test-redis-scripts.sh
+#   TLS_CLUSTER=no                         skip the Cluster part
 # shellcheck disable=SC2016 # conditions are passed to wait_for/check as eval strings on purpose
 set -euo pipefail
 
@@ -264,6 +266,24 @@ wait_for 30 "failover after the rotation" eval 'n=$(master_node); [ -n "$n" ] &&
 start_redis "$M"
 wait_for 40 "the old master rejoins as a replica" replica_of "$M" "$(master_node)"
 check "every INCR survived the failover" eval '[ "$(acli "$(rport "$(master_node)")" GET count:rotation)" = "$n_ok" ]'
+
+# 8. Redis Cluster over TLS only (tls-cluster: the bus too), client certificates required: the
+# Cluster test (creation, redirections, preStop, a password rotation under load, a failover) with
+# one certificate for every node (Redis checks a peer's chain, not its name).
+if [ "${TLS_CLUSTER:-yes}" = yes ]; then
+  mkdir -p "$T/cluster-tls"
+  bash "$SCRIPT_CERTS" issue "$T/ca2" cluster localhost
+  cp "$T/ca2/ca.crt" "$T/cluster-tls/ca.crt"
+  cp "$T/ca2/cluster.crt" "$T/cluster-tls/tls.crt"
+  cp "$T/ca2/cluster.key" "$T/cluster-tls/tls.key"
+  if out=$(REDIS_TLS=yes REDIS_TLS_DIR=$T/cluster-tls REDIS_TLS_AUTH_CLIENTS=yes TEST_BASE_PORT='' \
+    timeout 300 bash "$ROOT/scripts/test-redis-cluster-acl.sh" 2>&1); then
+    ok "Redis Cluster over TLS: $(printf '%s\n' "$out" | tail -n 1)"
+  else
+    bad "Redis Cluster over TLS"
+    printf '%s\n' "$out" | grep -E '^(FAIL|ok)' | head -n 40
+  fi
+fi
 
 echo "$PASS passed, $FAIL failed in $(elapsed)s"
 [ "$FAIL" -eq 0 ]
