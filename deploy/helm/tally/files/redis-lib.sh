@@ -1,8 +1,8 @@
 # shellcheck shell=sh
 # shellcheck disable=SC2034 # variables set here are used by the scripts that source this file
 # Common functions of tally's Redis / Sentinel scripts (start-redis.sh, start-sentinel.sh,
-# prestop-redis.sh, probe.sh); the users and how to connect as one are in auth-lib.sh, which
-# this file sources. POSIX sh: runs in the official redis / valkey images (Debian or
+# prestop-redis.sh, probe.sh); the users and how to connect as one are in auth-lib.sh, TLS in
+# tls-lib.sh (REDIS_TLS...), both sourced here. POSIX sh: runs in the official redis / valkey images (Debian or
 # Alpine). Sourced, not executed; sourcing only defines functions and constants (lib_init reads
 # the environment). The HA harness and scripts/test-redis-scripts.sh source it too, for the
 # master and role predicates, so that they judge a group as the chart's scripts do.
