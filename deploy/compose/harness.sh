@@ -424,6 +424,25 @@ s16() {
 log "waiting for the stack to be healthy"
 wait_healthy 120 || { FAILED=1; exit 1; }
 log "stack healthy after $((SECONDS - T_START))s (master: redis-$(master_index))"
+# tls_only: with TALLY_HA_TLS=1, every Redis and Sentinel answers over TLS and gives a plain-TCP
+# client no answer (tally, UP in HAProxy, is then on TLS too)
+tls_only() {
+  local n s p
+  for n in 0 1 2; do
+    for s in "redis-$n:6379" "sentinel-$n:26379"; do
+      p=${s#*:}
+      [ "$(container_cli "${s%:*}" "$p" PING)" = PONG ] || { log "${s%:*}: no PONG over TLS"; return 1; }
+      if timeout 5 "$DOCKER" exec "$(cid "${s%:*}")" redis-cli -p "$p" PING 2>/dev/null | grep -q PONG; then
+        log "${s%:*}: a plain-TCP PING was answered"
+        return 1
+      fi
+    done
+  done
+}
+if [ "$HA_TLS" = 1 ]; then
+  tls_only || { FAILED=1; exit 1; }
+  log "TLS only: every Redis and Sentinel answers over TLS, none to plain TCP; tally UP over TLS"
+fi
 T_SCEN=$SECONDS
 
 for s in "${SCENARIOS[@]}"; do
