@@ -7,7 +7,8 @@
 # (the failures users of Sentinel on Kubernetes report: empty volumes, cold starts, node loss,
 # two nodes lost, sentinel state lost, a full or failing disk, a flapping partition) state their
 # own bounds. Scenario 16 (every ACL password rotated under load, zero failed requests) runs only
-# when named: it needs tally to re-read its password files.
+# when named: it needs tally to re-read its password files. Scenario 17 (the CA and every
+# certificate rotated under load, zero failed requests) too, and on the TLS stack only.
 #
 #   deploy/compose/harness.sh                    all scenarios (but 16)
 #   deploy/compose/harness.sh 3 5                only those
@@ -38,6 +39,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/deploy/compose/harness-lib.sh"
 # shellcheck source=deploy/compose/harness-check.sh
 . "$ROOT/deploy/compose/harness-check.sh"
+# shellcheck source=deploy/compose/harness-tls.sh
+. "$ROOT/deploy/compose/harness-tls.sh"
 
 # The scenarios: number, seconds of load, how finish_check judges the run, the recovery bound in
 # seconds (recover only), the title in the results table. The steps of scenario N are sN below:
@@ -67,12 +70,18 @@ EOF_TABLE
 # TALLY_REDIS_PASSWORD_FILE / TALLY_SENTINEL_PASSWORD_FILE when they change (until then tally's
 # new connections keep sending the old password, refused after step 3).
 LOAD[16]=70 KIND[16]=nofail BOUND[16]=- TITLE[16]="Rotate every ACL user's password under load (next, current + previous, current)"
+# Only when asked for, and with TALLY_HA_TLS=1 (harness-tls.sh).
+LOAD[17]=80 KIND[17]=nofail BOUND[17]=- TITLE[17]="Rotate the CA and every certificate under load over TLS (both CAs, new certificates, new CA)"
 
-parse_scenario_args 32 "$@"
+parse_scenario_args 33 "$@"
 
 preflight
 
 HA_TLS=${TALLY_HA_TLS:-0}
+if [[ " ${SCENARIOS[*]} " == *" 17 "* ]] && [ "$HA_TLS" != 1 ]; then
+  echo "scenario 17 rotates TLS certificates: run it with TALLY_HA_TLS=1" >&2
+  exit 2
+fi
 if [ "$HA_TLS" = 1 ]; then
   [ "$UPDATE_DOCS" = 0 ] || { echo "--update-docs: docs/ha.md's table is the plain stack's, not TALLY_HA_TLS=1's" >&2; exit 2; }
   export TALLY_SUBNET=${TALLY_SUBNET:-172.31.214.0/24}
@@ -424,21 +433,6 @@ s16() {
 log "waiting for the stack to be healthy"
 wait_healthy 120 || { FAILED=1; exit 1; }
 log "stack healthy after $((SECONDS - T_START))s (master: redis-$(master_index))"
-# tls_only: with TALLY_HA_TLS=1, every Redis and Sentinel answers over TLS and gives a plain-TCP
-# client no answer (tally, UP in HAProxy, is then on TLS too)
-tls_only() {
-  local n s p
-  for n in 0 1 2; do
-    for s in "redis-$n:6379" "sentinel-$n:26379"; do
-      p=${s#*:}
-      [ "$(container_cli "${s%:*}" "$p" PING)" = PONG ] || { log "${s%:*}: no PONG over TLS"; return 1; }
-      if timeout 5 "$DOCKER" exec "$(cid "${s%:*}")" redis-cli -p "$p" PING 2>/dev/null | grep -q PONG; then
-        log "${s%:*}: a plain-TCP PING was answered"
-        return 1
-      fi
-    done
-  done
-}
 if [ "$HA_TLS" = 1 ]; then
   tls_only || { FAILED=1; exit 1; }
   log "TLS only: every Redis and Sentinel answers over TLS, none to plain TCP; tally UP over TLS"
