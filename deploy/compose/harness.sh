@@ -21,12 +21,13 @@
 # dockerd it started) is removed on exit, also on failure; per-scenario reports and, on failure,
 # container logs stay in target/ha-harness/.
 #
-#   TALLY_SUBNET      the stack's network            default: 172.31.213.0/24 (TLS: .214.0/24)
+#   TALLY_SUBNET      the stack's network            default: 172.31.213.0/24 (TLS: .215.0/24)
 #   TALLY_HA_PORT     HAProxy on 127.0.0.1           default: 18080, TLS: 18090 (stats: +324)
 #   TALLY_HA_TLS=1    run on the TLS stack (compose.yaml + compose-tls.yaml, certificates of a
 #                     throwaway CA made at start by dev-tls.sh): project tallyhatls, its own
 #                     subnet, port, image tag and reports (target/ha-harness-tls/), so that it
-#                     can run beside the plain stack; --update-docs is refused
+#                     can run beside the plain stack and harness-cluster.sh (.214.0/24, 18180);
+#                     --update-docs is refused
 #   TALLY_HA_RATE     requests per second            default: 300
 #   TALLY_HA_KEEP=1   leave the stack (and dockerd) running at the end, for a look around
 #   TALLY_BIN         the host `tally` for `tally check` (default: the one in the built image)
@@ -73,7 +74,7 @@ LOAD[16]=70 KIND[16]=nofail BOUND[16]=- TITLE[16]="Rotate every ACL user's passw
 # Only when asked for, and with TALLY_HA_TLS=1 (harness-tls.sh).
 LOAD[17]=80 KIND[17]=nofail BOUND[17]=- TITLE[17]="Rotate the CA and every certificate under load over TLS (both CAs, new certificates, new CA)"
 
-parse_scenario_args 33 "$@"
+parse_scenario_args 34 "$@"
 
 preflight
 
@@ -84,7 +85,7 @@ if [[ " ${SCENARIOS[*]} " == *" 17 "* ]] && [ "$HA_TLS" != 1 ]; then
 fi
 if [ "$HA_TLS" = 1 ]; then
   [ "$UPDATE_DOCS" = 0 ] || { echo "--update-docs: docs/ha.md's table is the plain stack's, not TALLY_HA_TLS=1's" >&2; exit 2; }
-  export TALLY_SUBNET=${TALLY_SUBNET:-172.31.214.0/24}
+  export TALLY_SUBNET=${TALLY_SUBNET:-172.31.215.0/24}
   export TALLY_PORT=${TALLY_HA_PORT:-18090}
   export TALLY_IMAGE_HA=${TALLY_IMAGE_HA:-tally:ha-harness-tls}
   PROJECT=tallyhatls
