@@ -87,12 +87,13 @@ install_shellcheck() {
 }
 
 # real redis-server / redis-sentinel for scripts/test-redis-scripts.sh and test-redis-acl.sh, and
-# Debian's redis_exporter, which test-redis-acl.sh runs as ACL user exporter
-REDIS_PKGS=(redis-server redis-sentinel redis-tools prometheus-redis-exporter curl)
+# Debian's redis_exporter, which test-redis-acl.sh runs as ACL user exporter; openssl for the
+# certificates of test-redis-tls.sh
+REDIS_PKGS=(redis-server redis-sentinel redis-tools prometheus-redis-exporter curl openssl)
 install_redis() {
   if command -v redis-server >/dev/null 2>&1 && command -v redis-sentinel >/dev/null 2>&1 \
     && command -v redis-cli >/dev/null 2>&1 && command -v prometheus-redis-exporter >/dev/null 2>&1 \
-    && command -v curl >/dev/null 2>&1; then return 0; fi
+    && command -v curl >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then return 0; fi
   log "installing ${REDIS_PKGS[*]} with apt-get"
   as_root apt-get install -y -qq "${REDIS_PKGS[@]}" >/dev/null \
     || { as_root apt-get update -qq \
@@ -283,6 +284,17 @@ bad_values() {
 --set redis.backup.enabled=true,redis.backup.s3.enabled=true
 --set redis.backup.enabled=true,redis.backup.schedule=hourly
 --set redis.backup.enabled=true,redis.backup.auth.username=backup
+--set redis.tls.enabled=true
+--set redis.tls.enabled=true,redis.tls.certManager.enabled=true
+--set redis.tls.enabled=true,redis.tls.existingSecret=t,redis.tls.authClients=yes
+--set redis.tls.enabled=true,redis.tls.existingSecret=t,redis.tls.authClients=maybe
+--set redis.tls.enabled=true,redis.tls.existingSecret=t,redis.backup.enabled=true
+--set redis.tls.enabled=true,redis.tls.certManager.enabled=true,redis.tls.certManager.issuerRef.name=ca,redis.tls.certManager.duration=90d
+--set redis.enabled=false,externalRedis.url=redis://x:6379,externalRedis.tls.caSecret=ca
+--set redis.enabled=false,externalRedis.url=rediss://x:6379,externalRedis.tls.enabled=true
+--set redis.enabled=false,externalRedis.sentinels[0]=s:26379,externalRedis.tls.enabled=true,externalRedis.tls.caSecret=ca
+--set jobs.enabled=true,postgresql.enabled=false,externalDatabase.host=db,externalDatabase.caSecret=ca
+--set jobs.enabled=true,postgresql.enabled=false,externalDatabase.host=db,externalDatabase.sslMode=verify
 EOF
   return "$rc"
 }
@@ -391,6 +403,8 @@ run "Redis Cluster with the ACL users vs real processes (scripts/test-redis-clus
   "$ROOT/scripts/test-redis-cluster-acl.sh"
 run "backup and restore drill vs real processes and S3 (scripts/test-backup-restore.sh)" \
   "$ROOT/scripts/test-backup-restore.sh"
+run "Redis group over TLS only, certificate rotation under load (scripts/test-redis-tls.sh)" \
+  "$ROOT/scripts/test-redis-tls.sh"
 
 # deploy/kubernetes/tally.yaml: the chart rendered with default values.
 plain_manifests() {

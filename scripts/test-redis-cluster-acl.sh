@@ -8,6 +8,8 @@
 #
 # Needs redis-server and redis-cli. Bounded; everything started is stopped on exit.
 #   TEST_SHELL, TEST_BASE_PORT, KEEP_TMP   as scripts/test-redis-scripts.sh
+#   REDIS_TLS=yes, REDIS_TLS_DIR, REDIS_TLS_AUTH_CLIENTS   the same over TLS only (files/tls-lib.sh;
+#                  scripts/test-redis-tls.sh runs it so)
 # shellcheck disable=SC2016 # conditions are passed to wait_for/check as eval strings on purpose
 set -euo pipefail
 
@@ -41,7 +43,8 @@ check "three masters" eval '[ "$(masters | wc -l)" = 3 ]'
 
 # User tally: its keys through the redirections (-c), CLUSTER SLOTS; nothing else.
 tally_incr() { # tally_incr KEY: INCR as tally on any node, following MOVED
-  REDISCLI_AUTH=$(pw tally) redis-cli --user tally -c -p "$BASE" INCR "$1" 2>&1
+  # shellcheck disable=SC2046 # tls_cli_opts prints options to split (none without TLS)
+  REDISCLI_AUTH=$(pw tally) redis-cli $(tls_cli_opts) --user tally -c -p "$BASE" INCR "$1" 2>&1
 }
 for k in 'count:{a}' 'count:{b}' 'count:{c}' '{tally:fib}:n'; do
   check "tally: INCR $k on its slot's master" eval '[ "$(tally_incr "$k")" = 1 ]'
@@ -62,7 +65,8 @@ check "preStop as operator: master $M handed its slots over ($(tail -n 1 "$T/pre
 load() {
   local out
   while [ ! -e "$T/stop-load" ]; do
-    out=$(REDISCLI_AUTH=$(cat "$AUTH/tally-password") redis-cli --user tally -c -p "$(rport $((RANDOM % 6)))" INCR 'count:{rotation}' 2>&1) || true
+    # shellcheck disable=SC2046 # tls_cli_opts prints options to split (none without TLS)
+    out=$(REDISCLI_AUTH=$(cat "$AUTH/tally-password") redis-cli $(tls_cli_opts) --user tally -c -p "$(rport $((RANDOM % 6)))" INCR 'count:{rotation}' 2>&1) || true
     case "$out" in '' | *[!0-9]*) echo "fail $out" ;; *) echo ok ;; esac
   done >"$T/load.out"
 }

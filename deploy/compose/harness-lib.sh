@@ -24,9 +24,9 @@ log() { printf '[harness %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 compose() {
   if [ -x /usr/bin/docker-compose ] || command -v docker-compose >/dev/null 2>&1; then
-    docker-compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"
+    docker-compose -p "$PROJECT" -f "$COMPOSE_FILE" ${COMPOSE_EXTRA:+-f "$COMPOSE_EXTRA"} "$@"
   else
-    "$DOCKER" compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"
+    "$DOCKER" compose -p "$PROJECT" -f "$COMPOSE_FILE" ${COMPOSE_EXTRA:+-f "$COMPOSE_EXTRA"} "$@"
   fi
 }
 d() { "$DOCKER" "$@"; }
@@ -176,11 +176,14 @@ svc() {
 rcli() { container_cli "redis-$1" 6379 "${@:2}"; }
 scli() { container_cli "sentinel-$1" 26379 "${@:2}"; }
 # container_cli SERVICE PORT ARGS...: redis-cli in SERVICE's container as admin, whose password is
-# in no container: it goes in by stdin, from this run's files
-# shellcheck disable=SC2016 # $p, $pw and "$@" expand in the container's shell
+# in no container: it goes in by stdin, from this run's files; over TLS when the container's
+# REDIS_TLS says so (compose-tls.yaml), with its files
+# shellcheck disable=SC2016 # $p, $pw, $t and "$@" expand in the container's shell
 container_cli() {
   timeout 5 "$DOCKER" exec -i "$(cid "$1")" sh -c \
-    'p=$1; shift; IFS= read -r pw || :; REDISCLI_AUTH=$pw exec redis-cli --user admin -p "$p" "$@"' sh "$2" "${@:3}" \
+    'p=$1; shift; IFS= read -r pw || :; t=""; d=${REDIS_TLS_DIR:-/etc/redis-tls}
+    [ "${REDIS_TLS:-}" != yes ] || t="--tls --cacert $d/ca.crt --cert $d/tls.crt --key $d/tls.key"
+    REDISCLI_AUTH=$pw exec redis-cli $t --user admin -p "$p" "$@"' sh "$2" "${@:3}" \
     <"$TALLY_REDIS_AUTH_DIR/admin-password" 2>/dev/null | tr -d '\r'
 }
 # redis-lib.sh's seam. Only the sentinels that run count: a stopped one is no answer.

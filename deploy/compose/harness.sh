@@ -7,6 +7,8 @@
 # (the failures users of Sentinel on Kubernetes report: empty volumes, cold starts, node loss,
 # two nodes lost, sentinel state lost, a full or failing disk, a flapping partition) state their
 # own bounds; 16 (every ACL user's password rotated under load) must fail no request.
+# Scenario 17 (the CA and every certificate rotated under load, zero failed requests) runs
+# only when named, and on the TLS stack only (TALLY_HA_TLS=1).
 #
 #   deploy/compose/harness.sh                    all scenarios
 #   deploy/compose/harness.sh 3 5                only those
@@ -19,8 +21,13 @@
 # dockerd it started) is removed on exit, also on failure; per-scenario reports and, on failure,
 # container logs stay in target/ha-harness/.
 #
-#   TALLY_SUBNET      the stack's network            default: 172.31.213.0/24
-#   TALLY_HA_PORT     HAProxy on 127.0.0.1           default: 18080 (stats: +324)
+#   TALLY_SUBNET      the stack's network            default: 172.31.213.0/24 (TLS: .215.0/24)
+#   TALLY_HA_PORT     HAProxy on 127.0.0.1           default: 18080, TLS: 18090 (stats: +324)
+#   TALLY_HA_TLS=1    run on the TLS stack (compose.yaml + compose-tls.yaml, certificates of a
+#                     throwaway CA made at start by dev-tls.sh): project tallyhatls, its own
+#                     subnet, port, image tag and reports (target/ha-harness-tls/), so that it
+#                     can run beside the plain stack and harness-cluster.sh (.214.0/24, 18180);
+#                     --update-docs is refused
 #   TALLY_HA_RATE     requests per second            default: 300
 #   TALLY_HA_KEEP=1   leave the stack (and dockerd) running at the end, for a look around
 #   TALLY_BIN         the host `tally` for `tally check` (default: the one in the built image)
@@ -33,6 +40,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/deploy/compose/harness-lib.sh"
 # shellcheck source=deploy/compose/harness-check.sh
 . "$ROOT/deploy/compose/harness-check.sh"
+# shellcheck source=deploy/compose/harness-tls.sh
+. "$ROOT/deploy/compose/harness-tls.sh"
 
 # The scenarios: number, seconds of load, how finish_check judges the run, the recovery bound in
 # seconds (recover only), the title in the results table. The steps of scenario N are sN below:
@@ -59,21 +68,39 @@ done <<'EOF_TABLE'
 15  75  refuse   -   A flapping partition of the master: six short cuts, two long ones
 16  70  nofail   -   Rotate every ACL user's password under load (next, current + previous, current)
 EOF_TABLE
+# Only when asked for, and with TALLY_HA_TLS=1 (harness-tls.sh).
+LOAD[17]=80 KIND[17]=nofail BOUND[17]=- TITLE[17]="Rotate the CA and every certificate under load over TLS (both CAs, new certificates, new CA)"
 
-parse_scenario_args 26 "$@"
+parse_scenario_args 33 "$@"
 
 preflight
 
-export TALLY_SUBNET=${TALLY_SUBNET:-172.31.213.0/24}
-export TALLY_PORT=${TALLY_HA_PORT:-18080}
+HA_TLS=${TALLY_HA_TLS:-0}
+if [[ " ${SCENARIOS[*]} " == *" 17 "* ]] && [ "$HA_TLS" != 1 ]; then
+  echo "scenario 17 rotates TLS certificates: run it with TALLY_HA_TLS=1" >&2
+  exit 2
+fi
+if [ "$HA_TLS" = 1 ]; then
+  [ "$UPDATE_DOCS" = 0 ] || { echo "--update-docs: docs/ha.md's table is the plain stack's, not TALLY_HA_TLS=1's" >&2; exit 2; }
+  export TALLY_SUBNET=${TALLY_SUBNET:-172.31.215.0/24}
+  export TALLY_PORT=${TALLY_HA_PORT:-18090}
+  export TALLY_IMAGE_HA=${TALLY_IMAGE_HA:-tally:ha-harness-tls}
+  PROJECT=tallyhatls
+  # compose() adds it after COMPOSE_FILE (harness-lib.sh).
+  COMPOSE_EXTRA=$ROOT/deploy/compose/compose-tls.yaml
+  ART=$ROOT/target/ha-harness-tls
+else
+  export TALLY_SUBNET=${TALLY_SUBNET:-172.31.213.0/24}
+  export TALLY_PORT=${TALLY_HA_PORT:-18080}
+  PROJECT=tallyha
+  ART=$ROOT/target/ha-harness
+fi
 export TALLY_LB_STATS_PORT=$((TALLY_PORT + 324))
 RATE=${TALLY_HA_RATE:-300}
-PROJECT=tallyha
 NET=${PROJECT}_tally
 LB=http://127.0.0.1:$TALLY_PORT
 STATS=http://127.0.0.1:$TALLY_LB_STATS_PORT
 COMPOSE_FILE=$ROOT/deploy/compose/compose.yaml
-ART=$ROOT/target/ha-harness
 WORK=$(mktemp -d /tmp/tally-ha.XXXXXX)
 chmod 755 "$WORK"
 mkdir -p "$ART"
@@ -84,6 +111,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 T_START=$SECONDS
+if [ "$HA_TLS" = 1 ]; then
+  # A new CA and a certificate per pod for its names, for this run only (removed with WORK).
+  "$ROOT/deploy/compose/dev-tls.sh" "$WORK/tls"
+  export TALLY_TLS_DIR=$WORK/tls
+fi
 stack_up
 
 # ---------------------------------------------------------------------------------------------
@@ -399,6 +431,10 @@ s16() {
 log "waiting for the stack to be healthy"
 wait_healthy 120 || { FAILED=1; exit 1; }
 log "stack healthy after $((SECONDS - T_START))s (master: redis-$(master_index))"
+if [ "$HA_TLS" = 1 ]; then
+  tls_only || { FAILED=1; exit 1; }
+  log "TLS only: every Redis and Sentinel answers over TLS, none to plain TCP; tally UP over TLS"
+fi
 T_SCEN=$SECONDS
 
 for s in "${SCENARIOS[@]}"; do

@@ -230,10 +230,13 @@ cli() {
   _hp=$3
   shift 3
   if [ -n "$_cu" ]; then set -- --user "$_cu" "$@"; fi
+  # With TLS, its options (tls-lib.sh, which redis-lib.sh sources) come first.
+  # shellcheck disable=SC2046 # tls_cli_opts prints options to split
+  set -- $(tls_cli_opts) -h "$(host_of "$_hp")" -p "$(port_of "$_hp")" "$@"
   if [ -n "$_pw" ]; then
-    REDISCLI_AUTH=$_pw VALKEYCLI_AUTH=$_pw with_timeout "$REDIS_CLI" -h "$(host_of "$_hp")" -p "$(port_of "$_hp")" "$@"
+    REDISCLI_AUTH=$_pw VALKEYCLI_AUTH=$_pw with_timeout "$REDIS_CLI" "$@"
   else
-    with_timeout "$REDIS_CLI" -h "$(host_of "$_hp")" -p "$(port_of "$_hp")" "$@"
+    with_timeout "$REDIS_CLI" "$@"
   fi
 }
 
@@ -338,6 +341,8 @@ auth_bridge() {
 auth_loop() {
   _seen=$6
   while sleep "${REDIS_AUTH_INTERVAL:-5}" && kill -0 "$3" 2>/dev/null; do
+    # Changed certificate files too (tls-lib.sh).
+    tls_watch "$1" "$2"
     auth_bridge redis "${BRIDGE_REDIS:-}" "$2"
     auth_bridge sentinel "${BRIDGE_SENTINELS:-}" "$2"
     _now=$(auth_fingerprint)

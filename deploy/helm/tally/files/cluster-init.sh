@@ -41,8 +41,8 @@ for n in $REDIS_NODES; do
   addrs="$addrs $ip:$(port_of "$n")"
 done
 log "creating the cluster: $masters masters, $CLUSTER_REPLICAS replica(s) each, from$addrs"
-# shellcheck disable=SC2086 # one argument per node
-REDISCLI_AUTH=$(auth_password operator) "$REDIS_CLI" --user operator --cluster create $addrs \
+# shellcheck disable=SC2086,SC2046 # one argument per node; tls_cli_opts prints options to split
+REDISCLI_AUTH=$(auth_password operator) "$REDIS_CLI" $(tls_cli_opts) --user operator --cluster create $addrs \
   --cluster-replicas "$CLUSTER_REPLICAS" --cluster-yes
 
 waited=0

@@ -1,8 +1,8 @@
 # shellcheck shell=sh
 # shellcheck disable=SC2034 # variables set here are used by the scripts that source this file
 # Common functions of tally's Redis / Sentinel scripts (start-redis.sh, start-sentinel.sh,
-# prestop-redis.sh, probe.sh); the users and how to connect as one are in auth-lib.sh, which
-# this file sources. POSIX sh: runs in the official redis / valkey images (Debian or
+# prestop-redis.sh, probe.sh); the users and how to connect as one are in auth-lib.sh, TLS in
+# tls-lib.sh (REDIS_TLS...), both sourced here. POSIX sh: runs in the official redis / valkey images (Debian or
 # Alpine). Sourced, not executed; sourcing only defines functions and constants (lib_init reads
 # the environment). The HA harness and scripts/test-redis-scripts.sh source it too, for the
 # master and role predicates, so that they judge a group as the chart's scripts do.
@@ -32,6 +32,8 @@
 # FILES_DIR: this file's directory (the scripts set it; so do the harness and the tests).
 # shellcheck source-path=SCRIPTDIR source=auth-lib.sh
 . "${FILES_DIR:?FILES_DIR must name the directory of redis-lib.sh}/auth-lib.sh"
+# shellcheck source-path=SCRIPTDIR source=tls-lib.sh
+. "$FILES_DIR/tls-lib.sh"
 
 log() {
   printf '%s %s[%s]: %s\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "${SCRIPT_NAME:-redis-lib}" "${NODE_INDEX:-?}" "$*" >&2
@@ -300,9 +302,10 @@ aof_tail() {
 # FLAG exists (then redis-cli sees its input end and exits)
 announce_tail() {
   _pw=$(auth_password operator)
+  # shellcheck disable=SC2046 # tls_cli_opts prints options to split
   { printf 'CLIENT SETNAME %s%s\n' "$TAIL_NAME" "$1"; while sleep 1 && [ -e "$2" ]; do echo PING; done; } \
     | REDISCLI_AUTH=$_pw VALKEYCLI_AUTH=$_pw \
-      "$REDIS_CLI" --user operator -h "$(host_of "$MY_REDIS")" -p "$(port_of "$MY_REDIS")" >/dev/null 2>&1
+      "$REDIS_CLI" $(tls_cli_opts) --user operator -h "$(host_of "$MY_REDIS")" -p "$(port_of "$MY_REDIS")" >/dev/null 2>&1
 }
 
 # node_tail REDIS: the AOF tail a holding node announced, -1 when it has none; empty while it

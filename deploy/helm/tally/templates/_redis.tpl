@@ -168,6 +168,7 @@ mount and volume. The password files come from the chart's Redis Secret or exter
 {{- end }}
 {{- end }}
 {{- end }}
+{{- include "tally.redisClient.tlsEnv" . }}
 {{- if or (include "tally.redis.usesSentinel" .) (include "tally.redis.usesCluster" .) }}
 - name: TALLY_DURABILITY
   value: {{ .Values.durability | quote }}
@@ -226,6 +227,9 @@ mount and volume. The password files come from the chart's Redis Secret or exter
 - name: MASTER_NAME
   value: {{ .Values.redis.masterName | quote }}
 {{ include "tally.redis.authEnv" . }}
+{{- with include "tally.redis.tlsEnv" . }}
+{{ . }}
+{{- end }}
 {{- end -}}
 
 {{/* Environment of the Redis Cluster nodes and the init Job (files/cluster-lib.sh reads it). */}}
@@ -243,4 +247,7 @@ mount and volume. The password files come from the chart's Redis Secret or exter
 - name: REDIS_PORT
   value: {{ .Values.redis.port | quote }}
 {{ include "tally.redis.authEnv" . }}
+{{- with include "tally.redis.tlsEnv" . }}
+{{ . }}
+{{- end }}
 {{- end -}}
