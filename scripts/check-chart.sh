@@ -125,10 +125,15 @@ FAILED=0
 run() {
   local name=$1; shift
   local logf t0 rc=0
-  logf="$WORK/$(printf '%s' "$name" | tr -c 'A-Za-z0-9._-' '_').log"
+  logf=$(log_of "$name")
   t0=$(date +%s)
   "$@" >"$logf" 2>&1 || rc=$?
-  local dt=$(($(date +%s) - t0))
+  record "$name" "$rc" "$logf" $(($(date +%s) - t0))
+}
+log_of() { printf '%s/%s.log' "$WORK" "$(printf '%s' "$1" | tr -c 'A-Za-z0-9._-' '_')"; }
+# record NAME RC LOG SECONDS: a check's verdict; a failure shows its log
+record() {
+  local name=$1 rc=$2 logf=$3 dt=$4
   if [ "$rc" -eq 0 ]; then
     RESULTS+=("PASS  $name (${dt}s)")
   else
@@ -140,6 +145,25 @@ run() {
     tail -n 60 "$logf" >&2
   fi
   return 0
+}
+# side_by_side "NAME|PORTS|SCRIPT"...: tests against real processes, all at once: they mostly wait
+# (timeouts, failovers, elections), and one after another they took 4 minutes. Each picks its
+# ports in its own range (TEST_PORT_RANGE), so two never take the same; a Cluster test's bus
+# ports are 10000 above its range, which the ranges below leave free.
+side_by_side() {
+  local spec name ports script pids=() names=() i rc t0
+  t0=$(date +%s)
+  for spec in "$@"; do
+    IFS='|' read -r name ports script <<<"$spec"
+    TEST_PORT_RANGE=$ports "$script" >"$(log_of "$name")" 2>&1 &
+    pids+=("$!")
+    names+=("$name")
+  done
+  for i in "${!pids[@]}"; do
+    rc=0
+    wait "${pids[$i]}" || rc=$?
+    record "${names[$i]}" "$rc" "$(log_of "${names[$i]}")" $(($(date +%s) - t0))
+  done
 }
 
 # Guard: checkov's helm framework passes silently without helm, so never go on without it.
@@ -288,7 +312,6 @@ bad_values() {
 --set redis.tls.enabled=true,redis.tls.certManager.enabled=true
 --set redis.tls.enabled=true,redis.tls.existingSecret=t,redis.tls.authClients=yes
 --set redis.tls.enabled=true,redis.tls.existingSecret=t,redis.tls.authClients=maybe
---set redis.tls.enabled=true,redis.tls.existingSecret=t,redis.backup.enabled=true
 --set redis.tls.enabled=true,redis.tls.certManager.enabled=true,redis.tls.certManager.issuerRef.name=ca,redis.tls.certManager.duration=90d
 --set redis.enabled=false,externalRedis.url=redis://x:6379,externalRedis.tls.caSecret=ca
 --set redis.enabled=false,externalRedis.url=rediss://x:6379,externalRedis.tls.enabled=true
@@ -393,18 +416,13 @@ run "monitoring: promtool check rules/config, rule unit tests, dashboard queries
   env TALLY_TOOLS_DIR="$TOOLS" "$ROOT/scripts/check-monitoring.sh"
 
 # The chart's Redis/Sentinel scripts against real redis-server / redis-sentinel processes.
-run "Redis/Sentinel scripts vs real processes (scripts/test-redis-scripts.sh)" \
-  "$ROOT/scripts/test-redis-scripts.sh"
-run "Redis ACL users and password rotation vs real processes (scripts/test-redis-acl.sh)" \
-  "$ROOT/scripts/test-redis-acl.sh"
-run "Upgrade from the single Redis password to the ACL users (scripts/test-redis-upgrade.sh)" \
-  "$ROOT/scripts/test-redis-upgrade.sh"
-run "Redis Cluster with the ACL users vs real processes (scripts/test-redis-cluster-acl.sh)" \
-  "$ROOT/scripts/test-redis-cluster-acl.sh"
-run "backup and restore drill vs real processes and S3 (scripts/test-backup-restore.sh)" \
-  "$ROOT/scripts/test-backup-restore.sh"
-run "Redis group over TLS only, certificate rotation under load (scripts/test-redis-tls.sh)" \
-  "$ROOT/scripts/test-redis-tls.sh"
+side_by_side \
+  "Redis Cluster with the ACL users vs real processes (scripts/test-redis-cluster-acl.sh)|10000-11000|$ROOT/scripts/test-redis-cluster-acl.sh" \
+  "Redis group over TLS only, certificate rotation under load (scripts/test-redis-tls.sh)|11000-12000|$ROOT/scripts/test-redis-tls.sh" \
+  "Redis/Sentinel scripts vs real processes (scripts/test-redis-scripts.sh)|12000-14000|$ROOT/scripts/test-redis-scripts.sh" \
+  "Redis ACL users and password rotation vs real processes (scripts/test-redis-acl.sh)|14000-16000|$ROOT/scripts/test-redis-acl.sh" \
+  "Upgrade from the single Redis password to the ACL users (scripts/test-redis-upgrade.sh)|16000-18000|$ROOT/scripts/test-redis-upgrade.sh" \
+  "backup and restore drill vs real processes and S3 (scripts/test-backup-restore.sh)|18000-20000|$ROOT/scripts/test-backup-restore.sh"
 
 # deploy/kubernetes/tally.yaml: the chart rendered with default values.
 plain_manifests() {

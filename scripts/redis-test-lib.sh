@@ -12,6 +12,7 @@
 #   AUTH   the users' password files (REDIS_AUTH_DIR of every script); USERS the users
 #   TEST_SHELL=dash|sh|bash   shell that runs the scripts (default: sh)
 #   TEST_BASE_PORT            first of the ports used (default: random, below the ephemeral range)
+#   TEST_PORT_RANGE           LOW-HIGH: where the random first port is picked (tests side by side)
 #   PORT_SPAN                 (set by the caller) BASE + PORT_SPAN stays below the ephemeral range
 #                             too (default 30; Cluster mode's bus ports are the ports + 10000)
 #   KEEP_TMP=1                keep the temp dir (logs, data)
@@ -40,9 +41,17 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # source port of an outgoing connection (the nodes connect to each other while they start).
 EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 BASE=${TEST_BASE_PORT:-}
+# TEST_PORT_RANGE=LOW-HIGH: BASE from LOW to HIGH-30, so tests run side by side (check-chart.sh)
+# never pick the same ports; BASE + PORT_SPAN stays below the ephemeral range either way.
+if [ -n "${TEST_PORT_RANGE:-}" ]; then
+  PORT_LOW=${TEST_PORT_RANGE%-*} PORT_HIGH=${TEST_PORT_RANGE#*-}
+else
+  PORT_LOW=10000 PORT_HIGH=$((EPHEMERAL_LOW - ${PORT_SPAN:-30} + 30))
+fi
 for _ in 1 2 3 4 5 6 7 8 9 10; do
   [ -n "$BASE" ] && break
-  b=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000 - ${PORT_SPAN:-30})))
+  b=$((PORT_LOW + RANDOM % (PORT_HIGH - PORT_LOW - 30)))
+  [ $((b + ${PORT_SPAN:-30})) -lt "$EPHEMERAL_LOW" ] || continue
   ok=1
   for i in 0 1 2 3 4 5 10 11 12 20; do port_free $((b + i)) || ok=0; done
   [ "$ok" = 1 ] && BASE=$b

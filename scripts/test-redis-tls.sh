@@ -4,7 +4,8 @@
 # certificates from scripts/test-certs.sh, tls-auth-clients yes (every link shows a certificate):
 # the group forms over TLS (replication, Sentinel, the scripts); a plain-TCP client, a TLS client
 # without a certificate and one with a certificate of another CA are refused; the probes work;
-# redis_exporter scrapes over TLS; a SIGKILLed master fails over and the preStop handover works.
+# redis_exporter scrapes over TLS; backup-redis.sh takes a verified RDB over TLS as user backup;
+# a SIGKILLed master fails over and the preStop handover works.
 # Then every certificate rotates to one of a new CA, as docs/tls.md says (1. a CA bundle with both
 # CAs, 2. the new certificates, 3. the new CA alone) while INCRs run, each on a new connection: the
 # watcher applies each step without restarting redis-server (same pid), the sentinels restart in
@@ -88,7 +89,7 @@ run_script() {
     SENTINEL_DOWN_AFTER_MS=2000 SENTINEL_FAILOVER_TIMEOUT_MS=10000 CLI_TIMEOUT=2 \
     ELECTION_WAIT_SECONDS=6 REDIS_AUTH_INTERVAL=1 REDIS_MAXMEMORY=64mb \
     PRESTOP_PAUSE_MS=10000 PRESTOP_TIMEOUT_SECONDS=30 \
-    REDIS_TLS="${TLS_MODE:-yes}" REDIS_TLS_DIR="$T/tls/n$i" REDIS_TLS_AUTH_CLIENTS=yes REDIS_TLS_RESTART_STAGGER=2 \
+    REDIS_TLS="${TLS_MODE:-yes}" REDIS_TLS_DIR="${RUN_TLS_DIR:-$T/tls/n$i}" REDIS_TLS_AUTH_CLIENTS=yes REDIS_TLS_RESTART_STAGGER=2 \
     "$SH" "$FILES/$s" "$@"
 }
 # With TLS a sentinel runs as the child of its start script (tls_run): stop those too on exit.
@@ -173,6 +174,22 @@ if command -v prometheus-redis-exporter >/dev/null && command -v curl >/dev/null
   check "redis_exporter sees both replicas" eval '[ "$(metric redis_connected_slaves)" = 2 ]'
 else
   echo "SKIP exporter: prometheus-redis-exporter or curl not installed"
+fi
+
+# 4b. A backup over TLS, as the chart's CronJob takes it: user backup, and the client's directory
+# (the CA and a client certificate, as tally's pods mount them).
+if command -v redis-check-rdb >/dev/null; then
+  mkdir -p "$T/backups"
+  acli "$MP" SET count:before-backup 1 >/dev/null
+  acli "$MP" WAIT 2 2000 >/dev/null
+  backup_file=$(BACKUP_DIR=$T/backups RUN_TLS_DIR=$T/tls/client run_script 0 backup-redis.sh 2>>"$T/backup.log" || true)
+  if [ -s "$backup_file" ] && redis-check-rdb "$backup_file" >/dev/null 2>&1; then
+    ok "backup-redis.sh takes a verified RDB over TLS as user backup"
+  else
+    bad "backup-redis.sh takes no verified RDB over TLS ($(tail -n 3 "$T/backup.log"))"
+  fi
+else
+  echo "SKIP backup: redis-check-rdb not installed"
 fi
 
 # 5. A SIGKILLed master fails over over TLS and comes back as a replica; then the preStop handover.

@@ -214,15 +214,7 @@ async fn sentinel_mode_finds_the_master_and_follows_a_failover() {
             .iter()
             .all(|r| r.cli(&["GET", "count:s"]).is_some_and(|v| v.trim() == "10"))
     });
-    let answer = setup.sentinels[0]
-        .cli(&["SENTINEL", "FAILOVER", "mymaster"])
-        .unwrap();
-    assert_eq!(answer.trim(), "OK");
-    setup.wait_for(
-        Duration::from_secs(20),
-        "sentinels name a new master",
-        |s| s.named_master_port().is_some_and(|p| p != s.master.port),
-    );
+    setup.fail_over(0, setup.master.port, Duration::from_secs(40));
     let new_master = setup.node(setup.named_master_port().unwrap());
     // Increments keep working and continue from the old value on the new master.
     let started = Instant::now();
@@ -264,17 +256,6 @@ async fn sentinel_mode_finds_the_master_and_follows_a_failover() {
 
     // Every sentinel announces the switch (+switch-master) as it adopts it; tally counts one
     // master change, so the flapping alert's "more than 3 in an hour" means failovers.
-    let new_port = new_master.port.to_string();
-    setup.wait_for(
-        Duration::from_secs(20),
-        "every sentinel names the new master",
-        |s| {
-            s.sentinels.iter().all(|x| {
-                x.cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
-                    .is_some_and(|a| a.lines().nth(1).map(str::trim) == Some(new_port.as_str()))
-            })
-        },
-    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(master_changes(&app).await, 1.0);
 
@@ -288,20 +269,7 @@ async fn sentinel_mode_finds_the_master_and_follows_a_failover() {
             .filter(|r| r.port != new_master.port)
             .all(|r| r.cli(&["GET", "count:s"]).is_some_and(|v| v == on_new))
     });
-    let answer = setup.sentinels[1]
-        .cli(&["SENTINEL", "FAILOVER", "mymaster"])
-        .unwrap();
-    assert_eq!(answer.trim(), "OK");
-    setup.wait_for(
-        Duration::from_secs(20),
-        "every sentinel names a third master",
-        |s| {
-            s.sentinels.iter().all(|x| {
-                x.cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
-                    .is_some_and(|a| a.lines().nth(1).is_some_and(|p| p.trim() != new_port))
-            })
-        },
-    );
+    setup.fail_over(1, new_master.port, Duration::from_secs(40));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(master_changes(&app).await, 2.0);
 }

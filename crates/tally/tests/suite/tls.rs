@@ -213,13 +213,7 @@ async fn sentinel_mode_over_tls_follows_a_failover() {
             .iter()
             .all(|r| r.cli(&["GET", "count:s"]).is_some_and(|v| v.trim() == "5"))
     });
-    let answer = setup.sentinels[0]
-        .cli(&["SENTINEL", "FAILOVER", "mymaster"])
-        .unwrap();
-    assert_eq!(answer.trim(), "OK");
-    setup.wait_for(Duration::from_secs(20), "a new master", |s| {
-        s.named_master_port().is_some_and(|p| p != s.master.port)
-    });
+    setup.fail_over(0, setup.master.port, Duration::from_secs(40));
     // Increments go on, on the new master, over TLS: the sentinels name it `localhost`, which
     // its certificate carries.
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -40,6 +40,14 @@ connects as ACL user backup (the volume "auth": that user's key of the Redis Sec
       value: {{ $b.maxReplicaLagSeconds | quote }}
     - name: BACKUP_TRANSFER_TIMEOUT
       value: {{ $b.activeDeadlineSeconds | quote }}
+    {{- if include "tally.redis.tls" $ }}
+    # TLS as tally's pods (files/tls-lib.sh reads this directory): the CA bundle, and a client
+    # certificate only when the servers ask for one (redis.tls.authClients yes).
+    - name: REDIS_TLS
+      value: "yes"
+    - name: REDIS_TLS_DIR
+      value: /etc/tally/redis-tls
+    {{- end }}
   resources:
     {{- toYaml $b.resources | nindent 4 }}
   securityContext:
@@ -55,4 +63,7 @@ connects as ACL user backup (the volume "auth": that user's key of the Redis Sec
       mountPath: /backup
     - name: tmp
       mountPath: /tmp
+    {{- if include "tally.redis.tls" $ }}
+    {{- include "tally.redisClient.tlsVolumeMount" $ | nindent 4 }}
+    {{- end }}
 {{- end -}}

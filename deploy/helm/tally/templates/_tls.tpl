@@ -249,9 +249,6 @@ tls.crt / tls.key of a client certificate when the servers ask for one).
 {{- if and (eq $t.authClients "yes") (not $t.clientSecret) (not $t.certManager.enabled) -}}
 {{- fail "redis.tls.authClients \"yes\": tally, the workers and KEDA need a client certificate: redis.tls.clientSecret (tls.crt, tls.key) or redis.tls.certManager.enabled" -}}
 {{- end -}}
-{{- if .Values.redis.backup.enabled -}}
-{{- fail "redis.backup.enabled with redis.tls.enabled: the backup Job does not speak TLS yet (docs/tls.md lists what it needs)" -}}
-{{- end -}}
 {{- end -}}
 {{- if not (include "tally.redis.internal" .) -}}
 {{- $e := .Values.externalRedis -}}

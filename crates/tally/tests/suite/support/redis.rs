@@ -274,6 +274,43 @@ impl SentinelSetup {
         (ports.iter().filter(|p| **p == first).count() >= 2).then_some(first)
     }
 
+    /// Makes sentinel `via` fail the group over away from the master on `from`, and waits until
+    /// every sentinel names another one. A forced failover that Sentinel aborts (a promotion not
+    /// seen within failover-timeout, as happens on a loaded machine) is asked for again once the
+    /// sentinel reports it no longer in progress, so a test sees exactly one master change.
+    pub fn fail_over(&self, via: usize, from: u16, limit: Duration) {
+        let sentinel = &self.sentinels[via];
+        let moved = |s: &Self| {
+            s.sentinels.iter().all(|x| {
+                x.cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+                    .and_then(|a| a.lines().nth(1).map(|p| p.trim().to_string()))
+                    .is_some_and(|p| p != from.to_string())
+            })
+        };
+        let deadline = Instant::now() + limit;
+        let mut asked: Option<Instant> = None;
+        while Instant::now() < deadline {
+            if moved(self) {
+                return;
+            }
+            let in_progress = sentinel
+                .cli(&["SENTINEL", "MASTER", "mymaster"])
+                .is_some_and(|m| m.contains("failover_in_progress"));
+            let settled = asked.is_none_or(|t| t.elapsed() > Duration::from_secs(2));
+            if !in_progress && settled {
+                let answer = sentinel.cli(&["SENTINEL", "FAILOVER", "mymaster"]);
+                eprintln!("SENTINEL FAILOVER via sentinel {via}: {answer:?}");
+                asked = Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let logs: Vec<String> = self.sentinels.iter().map(|s| s.log()).collect();
+        panic!(
+            "timed out waiting for every sentinel to leave the master on port {from}; sentinel logs:\n{}",
+            logs.join("\n----\n")
+        );
+    }
+
     pub fn wait_for(&self, limit: Duration, what: &str, ok: impl Fn(&Self) -> bool) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
