@@ -209,13 +209,15 @@ watch_alerts() {
     fi
     sleep 0.25
   done
-  # Every alert that became active after the fault, the expected ones and the others.
+  # Every alert that became active after the fault, the expected ones and the others: its first
+  # activation seen here, and the first delivery after it (a fault of several steps can fire and
+  # resolve an alert before the watch starts; that earlier delivery is not this activation's).
   jq -rs --argjson t0 "$t0" --arg fault "$fault" --slurpfile hook <(hook_events) \
     --slurpfile fors <(jq -R 'split("\t") | {(.[0]): .[1]}' "$WORK/for.tsv" | jq -s add) '
     map(select(.active >= $t0)) | group_by(.name + "@" + .pod) | .[]
     | .[0] as $a
     | ([.[] | select(.state == "firing") | .seen] | min) as $fired
-    | ([$hook[] | select(.name == $a.name and .pod == $a.pod and .received >= $t0) | .received] | min) as $got
+    | ([$hook[] | select(.name == $a.name and .pod == $a.pod and .received >= $a.active) | .received] | min) as $got
     | def s(x): if x == null then "-" else ((x - $t0) * 10 | round / 10 | tostring) end;
       [$fault, $a.name + (if $a.pod != "" then "@" + $a.pod else "" end),
        s($a.active), s($fired), s($got), ($fors[0][$a.name] // "0s")] | @tsv' \

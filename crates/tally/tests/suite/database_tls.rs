@@ -5,12 +5,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::support::postgres::{Postgres, PG_PASSWORD};
-use crate::support::redis::{RedisProcess, PASSWORD};
+use crate::support::redis::{password_auth, RedisProcess};
 use crate::support::tls::TestCa;
 use crate::support::TestApp;
-use tally::config::{
-    Credential, DatabaseConfig, RedisAuth, RedisTarget, Secret, SslMode, StoreConfig,
-};
+use tally::config::{Credential, DatabaseConfig, RedisTarget, Secret, SslMode, StoreConfig};
 
 async fn app(
     redis: &RedisProcess,
@@ -24,11 +22,7 @@ async fn app(
         host: "127.0.0.1".into(),
         port: redis.port,
         tls: None,
-        auth: RedisAuth {
-            username: None,
-            password: Some(Credential::Inline(Secret::new(PASSWORD))),
-            db: 0,
-        },
+        auth: password_auth(),
         allow_eviction: false,
     });
     config.database = Some(DatabaseConfig {

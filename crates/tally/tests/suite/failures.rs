@@ -3,12 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::redis::{RedisProcess, SentinelSetup, PASSWORD};
+use crate::support::redis::{password_auth, RedisProcess, SentinelSetup, PASSWORD};
 use crate::support::{BinaryApp, TestApp};
 use futures::stream::{self, StreamExt};
-use tally::config::{
-    Credential, Durability, RedisAuth, Secret, SentinelTarget, ServeConfig, StoreConfig,
-};
+use tally::config::{Credential, Durability, Secret, SentinelTarget, ServeConfig, StoreConfig};
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -183,11 +181,7 @@ fn sentinel_config(setup: &SentinelSetup) -> ServeConfig {
         sentinel_password: Some(Credential::Inline(Secret::new(PASSWORD))),
         sentinel_tls: None,
         tls: None,
-        auth: RedisAuth {
-            username: None,
-            password: Some(Credential::Inline(Secret::new(PASSWORD))),
-            db: 0,
-        },
+        auth: password_auth(),
         allow_eviction: false,
     });
     config

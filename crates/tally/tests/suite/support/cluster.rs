@@ -4,8 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::redis::{RedisProcess, PASSWORD};
-use tally::config::{ClusterTarget, Credential, RedisAuth, Secret, StoreConfig};
+use super::redis::{password_auth, RedisProcess, PASSWORD};
+use tally::config::{ClusterTarget, StoreConfig};
 
 /// As the chart's cluster config: shards serve their slots while another shard is down
 /// (require-full-coverage no: with the default, every node answers CLUSTERDOWN from the moment
@@ -88,11 +88,7 @@ impl ClusterSetup {
         StoreConfig::Cluster(ClusterTarget {
             nodes: self.seeds(),
             tls: None,
-            auth: RedisAuth {
-                username: None,
-                password: Some(Credential::Inline(Secret::new(PASSWORD.to_owned()))),
-                db: 0,
-            },
+            auth: password_auth(),
             allow_eviction: false,
         })
     }

@@ -7,6 +7,17 @@ use std::time::{Duration, Instant};
 
 pub const PASSWORD: &str = "test-Pa55word-do-not-log";
 
+/// The default user with the test password: how tally signs in to every server started here.
+pub fn password_auth() -> tally::config::RedisAuth {
+    tally::config::RedisAuth {
+        username: None,
+        password: Some(tally::config::Credential::Inline(
+            tally::config::Secret::new(PASSWORD),
+        )),
+        db: 0,
+    }
+}
+
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().unwrap().port()
