@@ -287,28 +287,27 @@ impl SentinelSetup {
 
     /// Makes sentinel `via` fail the group over away from the master on `from`, and waits until
     /// every sentinel names another one. A forced failover that Sentinel aborts (a promotion not
-    /// seen within failover-timeout, as happens on a loaded machine) is asked for again once the
-    /// sentinel reports it no longer in progress, so a test sees exactly one master change.
+    /// seen within failover-timeout, as happens on a loaded machine) leaves `via` naming `from`
+    /// with no failover in progress: only then is it asked again, so a test sees exactly one
+    /// master change (the other sentinels adopt a finished one from `via`'s hello messages).
     pub fn fail_over(&self, via: usize, from: u16, limit: Duration) {
-        let sentinel = &self.sentinels[via];
-        let moved = |s: &Self| {
-            s.sentinels.iter().all(|x| {
-                x.cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
-                    .and_then(|a| a.lines().nth(1).map(|p| p.trim().to_string()))
-                    .is_some_and(|p| p != from.to_string())
-            })
+        let names_from = |x: &RedisProcess| {
+            x.cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+                .and_then(|a| a.lines().nth(1).map(|p| p.trim().to_string()))
+                .is_none_or(|p| p == from.to_string())
         };
+        let sentinel = &self.sentinels[via];
         let deadline = Instant::now() + limit;
         let mut asked: Option<Instant> = None;
         while Instant::now() < deadline {
-            if moved(self) {
+            if !self.sentinels.iter().any(names_from) {
                 return;
             }
             let in_progress = sentinel
                 .cli(&["SENTINEL", "MASTER", "mymaster"])
-                .is_some_and(|m| m.contains("failover_in_progress"));
+                .is_none_or(|m| m.contains("failover_in_progress"));
             let settled = asked.is_none_or(|t| t.elapsed() > Duration::from_secs(2));
-            if !in_progress && settled {
+            if names_from(sentinel) && !in_progress && settled {
                 let answer = sentinel.cli(&["SENTINEL", "FAILOVER", "mymaster"]);
                 eprintln!("SENTINEL FAILOVER via sentinel {via}: {answer:?}");
                 asked = Some(Instant::now());
