@@ -49,13 +49,19 @@ install_packages_needed() {
     redis-cli:redis-tools prometheus-redis-exporter:prometheus-redis-exporter curl:curl openssl:openssl
 }
 
+# install_tools: one caller at a time (flock on $TOOLS/.install.lock): two scripts run side by
+# side must not both build the same venv.
 install_tools() {
   local t0
   t0=$(date +%s)
-  install_helm_kubectl
-  install_py_tools
-  install_checkov
-  install_packages_needed
+  mkdir -p "$TOOLS"
+  {
+    flock 9
+    install_helm_kubectl
+    install_py_tools
+    install_checkov
+    install_packages_needed
+  } 9>"$TOOLS/.install.lock"
   log "tools ready in $(($(date +%s) - t0)) s"
 }
 

@@ -80,18 +80,22 @@ record() {
 # ports in its own range (TEST_PORT_RANGE), so two never take the same; a Cluster test's bus
 # ports are 10000 above its range, which the ranges below leave free.
 side_by_side() {
-  local spec name ports script pids=() names=() i rc t0
-  t0=$(date +%s)
+  local spec name ports script pids=() names=() i rc secs
   for spec in "$@"; do
     IFS='|' read -r name ports script <<<"$spec"
-    TEST_PORT_RANGE=$ports "$script" >"$(log_of "$name")" 2>&1 &
+    # Each writes its exit code and its own duration beside its log.
+    (
+      t0=$(date +%s) rc=0
+      TEST_PORT_RANGE=$ports "$script" >"$(log_of "$name")" 2>&1 || rc=$?
+      echo "$rc $(($(date +%s) - t0))" >"$(log_of "$name").rc"
+    ) &
     pids+=("$!")
     names+=("$name")
   done
   for i in "${!pids[@]}"; do
-    rc=0
-    wait "${pids[$i]}" || rc=$?
-    record "${names[$i]}" "$rc" "$(log_of "${names[$i]}")" $(($(date +%s) - t0))
+    wait "${pids[$i]}" || true
+    read -r rc secs <"$(log_of "${names[$i]}").rc" || { rc=1 secs=0; }
+    record "${names[$i]}" "$rc" "$(log_of "${names[$i]}")" "$secs"
   done
 }
 

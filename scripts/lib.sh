@@ -28,9 +28,12 @@ need_packages() {
   fi
 }
 
-# install_packages PACKAGE...: apt-get install, quietly, without recommends.
+# install_packages PACKAGE...: apt-get install, quietly, without recommends. One at a time
+# (flock): CI runs scripts side by side, and a second apt-get would fail on dpkg's lock.
 install_packages() {
   echo "installing $* with apt-get" >&2
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  as_root flock /var/lock/tally-apt.lock sh -c '
+    apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=300 "$@" >/dev/null' sh "$@"
 }
