@@ -170,6 +170,7 @@ async fn every_feature_works_as_the_acl_user_tally_and_nothing_else_does() {
         200
     );
     // Jobs: the enqueue script, then the worker's group, reads, acks and stored value.
+    api.wait_for_job_routes().await;
     let (status, body) = send(
         Method::POST,
         url("/api/v1/fib"),

@@ -47,6 +47,7 @@ async fn a_trace_runs_from_the_web_tier_through_the_api_to_the_worker() {
         ("TALLY_DATABASE_URL", pg.url()),
         ("TALLY_DATABASE_PASSWORD", PG_PASSWORD.into()),
     ]);
+    api.wait_for_job_routes().await;
     let worker = BinaryApp::start_command("worker", &[store, ("TALLY_WORKER_NAME", "w".into())]);
     let web = BinaryApp::start_command("web", &[("TALLY_API_URL", api.base.clone())]);
     let client = reqwest::Client::builder()

@@ -147,6 +147,7 @@ async fn one_click_is_one_exported_trace_through_web_api_and_worker() {
         ]
         .concat(),
     );
+    api.wait_for_job_routes().await;
     let _worker = BinaryApp::start_command(
         "worker",
         &[&export[..], &[store, ("TALLY_WORKER_NAME", "w".into())]].concat(),

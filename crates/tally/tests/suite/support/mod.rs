@@ -307,6 +307,26 @@ impl BinaryApp {
     }
 
     /// `tally <subcommand>` (serve or web) with `envs` on free loopback ports.
+    /// Polls the API's job routes until they answer 200: they answer 503 until the Postgres
+    /// migrations have run, which takes seconds on a loaded machine.
+    pub async fn wait_for_job_routes(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = match reqwest::get(format!("{}/api/v1/fib/indexes", self.base)).await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            };
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job routes never became ready: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn start_command(subcommand: &str, envs: &[(&str, String)]) -> Self {
         Self::start_with(subcommand, envs, |_| {})
     }
