@@ -33,7 +33,9 @@ enum Turn {
 /// Counters with a command in flight, each with the increments queued behind it.
 /// Keys are counter keys as clients choose them: foldhash is seeded per process, so ids cannot be
 /// chosen to collide in advance, and a collision would cost time, never a wrong count.
-type Queued = HashMap<String, Vec<Waiter>, foldhash::fast::RandomState>;
+/// `Arc<str>`: the map and the batch in flight share one copy of the key, made only when a
+/// batch starts; a request that joins one copies nothing.
+type Queued = HashMap<Arc<str>, Vec<Waiter>, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 pub struct Batches {
@@ -44,7 +46,7 @@ impl Batches {
     /// Adds one to counter `key` through `send(n)`, which must add `n` and return the new value.
     /// `send` may be called more than once (see `Batch::run`), each time for increments that
     /// have not run.
-    pub async fn incr<F, Fut>(self: &Arc<Self>, key: String, send: F) -> Reply
+    pub async fn incr<F, Fut>(self: &Arc<Self>, key: &str, send: F) -> Reply
     where
         F: Fn(i64) -> Fut,
         Fut: Future<Output = Reply>,
@@ -53,15 +55,15 @@ impl Batches {
         // request's future !Send).
         let joined = {
             let mut queued = self.lock();
-            match queued.entry(key) {
-                Entry::Occupied(mut waiting) => {
+            match queued.get_mut(key) {
+                Some(waiting) => {
                     let (tx, rx) = oneshot::channel();
-                    waiting.get_mut().push(tx);
+                    waiting.push(tx);
                     Err(rx)
                 }
-                Entry::Vacant(slot) => {
-                    let key = slot.key().clone();
-                    slot.insert(Vec::new());
+                None => {
+                    let key: Arc<str> = Arc::from(key);
+                    queued.insert(key.clone(), Vec::new());
                     Ok(Batch::new(self.clone(), key))
                 }
             }
@@ -85,7 +87,7 @@ impl Batches {
 
     /// The batch of `key` is done: the increments that never ran (`pending`, then those queued
     /// since) go to the first of them that still waits, who sends them as the next batch.
-    fn hand_over(self: &Arc<Self>, key: String, mut pending: Vec<Waiter>) {
+    fn hand_over(self: &Arc<Self>, key: Arc<str>, mut pending: Vec<Waiter>) {
         let mut queued = self.lock();
         let Entry::Occupied(mut waiting) = queued.entry(key) else {
             return;
@@ -114,7 +116,7 @@ impl Batches {
 /// One increment and those combined with it, led by the request that sends the command.
 struct Batch {
     batches: Arc<Batches>,
-    key: String,
+    key: Arc<str>,
     /// The requests combined with the leader's, in arrival order.
     followers: Vec<Waiter>,
     /// A command for the followers may have reached Redis.
@@ -124,7 +126,7 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(batches: Arc<Batches>, key: String) -> Self {
+    fn new(batches: Arc<Batches>, key: Arc<str>) -> Self {
         Self {
             batches,
             key,
@@ -198,8 +200,7 @@ impl Drop for Batch {
         } else {
             followers
         };
-        self.batches
-            .hand_over(std::mem::take(&mut self.key), pending);
+        self.batches.hand_over(self.key.clone(), pending);
     }
 }
 
@@ -245,7 +246,7 @@ mod tests {
         let tasks: Vec<_> = (0..2000)
             .map(|_| {
                 let (b, s) = (batches.clone(), store.clone());
-                tokio::spawn(async move { b.incr("k".into(), |n| s.add(n)).await.unwrap() })
+                tokio::spawn(async move { b.incr("k", |n| s.add(n)).await.unwrap() })
             })
             .collect();
         let mut answers = Vec::new();
@@ -264,7 +265,7 @@ mod tests {
         let (batches, store) = (Arc::new(Batches::default()), store());
         let spawn = |b: &Arc<Batches>, s: &Arc<Store>| {
             let (b, s) = (b.clone(), s.clone());
-            tokio::spawn(async move { b.incr("k".into(), |n| s.add(n)).await })
+            tokio::spawn(async move { b.incr("k", |n| s.add(n)).await })
         };
         let leader = spawn(&batches, &store);
         tokio::task::yield_now().await; // the leader's command is in flight
@@ -293,7 +294,7 @@ mod tests {
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let b = batches.clone();
-                tokio::spawn(async move { b.incr("k".into(), fail).await })
+                tokio::spawn(async move { b.incr("k", fail).await })
             })
             .collect();
         for t in tasks {

@@ -39,10 +39,9 @@ impl RedisCounters {
         let counter = self.redis.keys().counter(id);
         let Some(idem) = idem else {
             let started = std::time::Instant::now();
-            let key = counter.clone();
             let count = self
                 .batches
-                .incr(key, |n| {
+                .incr(&counter, |n| {
                     let left = deadline.saturating_sub(started.elapsed());
                     self.redis.incr_by(&counter, n, left)
                 })

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{RawPathParams, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::extract::{RawPathParams, Request, State};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
@@ -46,10 +46,12 @@ struct CounterView<'a> {
 async fn increment(
     State(state): State<AppState>,
     params: Result<RawPathParams, RawPathParamsRejection>,
-    headers: HeaderMap,
+    // The request, not a `HeaderMap`: that extractor clones every header (two vectors and their
+    // entries) for the one header read here.
+    request: Request,
 ) -> Result<Response, ApiError> {
     let id = id_param(params)?;
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(request.headers())?;
     let idem = key.map(|key| Idempotency {
         key,
         ttl: state.idempotency_ttl,
@@ -107,6 +109,7 @@ fn id_param(params: Result<RawPathParams, RawPathParamsRejection>) -> Result<Cou
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderMap;
 
     #[test]
     fn idempotency_key_rules() {

@@ -4,7 +4,7 @@
 use axum::extract::rejection::{BytesRejection, FormRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -117,7 +117,9 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 
 /// The optional `Idempotency-Key` header: 1–255 visible ASCII characters.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    // A name, not a `&str`: lookups by string parse the name each time.
+    static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     let bad = || {

@@ -9,14 +9,15 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use crate::trace::{self, TraceContext, TRACEPARENT, TRACESTATE};
 
-const REQUEST_ID: &str = "x-request-id";
+/// A name, not a `&str`: lookups by string parse the name each time.
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Far above what browsers and load balancers send, far below hyper's ~400 KB buffer limit.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 const MAX_REQUEST_ID_BYTES: usize = 128;
@@ -25,26 +26,22 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request
         .headers()
-        .get(REQUEST_ID)
+        .get(&REQUEST_ID)
         .filter(|v| is_sane_request_id(v.as_bytes()))
         .cloned()
         .unwrap_or_else(new_request_id);
     // Handlers that call other services (the web tier's proxy) pass the same id along.
-    request.headers_mut().insert(REQUEST_ID, request_id.clone());
-    let headers = request.headers();
-    let span = TraceContext::continue_from(
-        headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
-        headers.get(TRACESTATE),
-    );
-    // This span is the parent of whatever the request calls: the proxy forwards these headers,
-    // the API client and the job queue read the task's scope.
     request
         .headers_mut()
-        .insert(TRACEPARENT, span.traceparent_header());
-    match &span.state {
-        Some(state) => request.headers_mut().insert(TRACESTATE, state.clone()),
-        None => request.headers_mut().remove(TRACESTATE),
-    };
+        .insert(&REQUEST_ID, request_id.clone());
+    let headers = request.headers();
+    // This span is the parent of whatever the request calls: the proxy and the API client take
+    // its `traceparent` from the task's scope (`trace::outgoing`), the job queue too. The
+    // request's own headers stay as the caller sent them.
+    let span = TraceContext::continue_from(
+        headers.get(&TRACEPARENT).map(HeaderValue::as_bytes),
+        headers.get(&TRACESTATE),
+    );
     let method = request.method().clone();
     // MatchedPath is an Arc inside: cloning it costs no allocation.
     let matched = request.extensions().get::<MatchedPath>().cloned();
@@ -73,16 +70,19 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     if trace::export::enabled() {
         export_span(&span, &method, matched.as_ref(), status, &request_id);
     }
-    crate::telemetry::access(&crate::telemetry::AccessEntry {
-        method: method.as_str(),
-        route,
-        status,
-        latency: elapsed,
-        request_id: request_id.to_str().unwrap_or_default(),
-        trace_id: span.trace_id_hex().as_str(),
-        span_id: span.span_id_hex().as_str(),
-    });
-    response.headers_mut().insert(REQUEST_ID, request_id);
+    // The ids are formatted only for a line that is written.
+    if crate::telemetry::access_enabled() {
+        crate::telemetry::access(&crate::telemetry::AccessEntry {
+            method: method.as_str(),
+            route,
+            status,
+            latency: elapsed,
+            request_id: request_id.to_str().unwrap_or_default(),
+            trace_id: span.trace_id_hex().as_str(),
+            span_id: span.span_id_hex().as_str(),
+        });
+    }
+    response.headers_mut().insert(&REQUEST_ID, request_id);
     response
 }
 

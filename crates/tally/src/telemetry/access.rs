@@ -23,8 +23,13 @@ pub struct AccessEntry<'a> {
     pub span_id: &'a str,
 }
 
+/// Whether RUST_LOG lets access lines through: callers skip building an entry when not.
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "tally::access", tracing::Level::INFO)
+}
+
 pub fn log(entry: &AccessEntry<'_>) {
-    if !tracing::enabled!(target: "tally::access", tracing::Level::INFO) {
+    if !enabled() {
         return;
     }
     match (super::format(), sink()) {

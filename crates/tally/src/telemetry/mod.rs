@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use tracing_subscriber::{fmt, EnvFilter};
 
-pub use self::access::{log as access, AccessEntry};
+pub use self::access::{enabled as access_enabled, log as access, AccessEntry};
 use crate::config::LogFormat;
 
 use self::sink::{Sink, SinkWriter};

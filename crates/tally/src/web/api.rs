@@ -173,13 +173,7 @@ impl ApiClient {
         &self,
         mut request: reqwest::RequestBuilder,
     ) -> Result<T, CallError> {
-        // The API's span becomes a child of the web request's (W3C Trace Context).
-        if let Some((traceparent, tracestate)) = crate::trace::outgoing() {
-            request = request.header(crate::trace::TRACEPARENT, traceparent);
-            if let Some(state) = tracestate {
-                request = request.header(crate::trace::TRACESTATE, state);
-            }
-        }
+        request = with_trace(request);
         let response = request
             .send()
             .await
@@ -207,6 +201,18 @@ impl ApiClient {
 }
 
 /// One path segment, percent-encoded.
+/// Makes the API's span a child of the current web request's (W3C Trace Context): for the
+/// API client's calls and for the proxy alike.
+pub fn with_trace(mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    if let Some((traceparent, tracestate)) = crate::trace::outgoing() {
+        request = request.header(crate::trace::TRACEPARENT.clone(), traceparent);
+        if let Some(state) = tracestate {
+            request = request.header(crate::trace::TRACESTATE.clone(), state);
+        }
+    }
+    request
+}
+
 pub fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

@@ -11,7 +11,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 
-use super::api::{encode, ApiClient, CallError};
+use super::api::{encode, with_trace, ApiClient, CallError};
 use super::page::{render, Calculator, Page};
 use crate::config::RateLimit;
 use crate::http::extract::{Form, Query};
@@ -28,9 +28,6 @@ const FORWARDED: &[&str] = &[
     "accept",
     "idempotency-key",
     "x-request-id",
-    // The middleware has made them name this request's span as the parent.
-    "traceparent",
-    "tracestate",
     "location",
     "retry-after",
     "allow",
@@ -284,6 +281,8 @@ async fn proxy(
     if let Some(value) = forwarded_for {
         outgoing = outgoing.header("x-forwarded-for", value);
     }
+    // Not the caller's traceparent: this request's span is the API's parent.
+    outgoing = with_trace(outgoing);
     let upstream = match outgoing.body(body).send().await {
         Ok(r) => r,
         Err(e) => {

@@ -132,6 +132,12 @@ async fn a_killed_shard_master_loses_nothing_and_other_shards_keep_serving() {
         .map(str::to_owned)
         .collect();
     eprintln!("{errors:#?}");
+    if report["passed"] != true {
+        // What each node did around the kill: elections, epochs, syncs.
+        for node in &cluster.nodes {
+            eprintln!("--- node {} log:\n{}", node.port, node.log());
+        }
+    }
     assert_exact(&report);
     assert!(
         victim_ok.is_some(),
