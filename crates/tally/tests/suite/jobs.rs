@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::postgres::Postgres;
 use crate::support::redis::RedisProcess;
-use crate::support::TestApp;
+use crate::support::{wait_for_job_routes, TestApp};
 use futures::stream::{self, StreamExt};
 use num_bigint::BigUint;
 use serde_json::{json, Value};
@@ -26,21 +26,6 @@ async fn submit(app: &TestApp, body: &str, key: Option<&str>) -> (u16, Value) {
 }
 
 /// Polls until the submission route answers something other than 503 (migrations done).
-async fn wait_until_jobs_ready(app: &TestApp) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = app.json("/api/v1/fib/indexes").await;
-        if status == 200 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job routes never became ready: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn by_iteration(n: u32) -> String {
     let (mut a, mut b) = (BigUint::from(0u32), BigUint::from(1u32));
     for _ in 0..n {
@@ -55,7 +40,7 @@ async fn a_thousand_jobs_complete_correctly_while_a_worker_is_killed() {
     let redis = RedisProcess::server("");
     let pg = Postgres::start();
     let app = TestApp::with_jobs(&redis, &pg).await;
-    wait_until_jobs_ready(&app).await;
+    wait_for_job_routes(&app.base).await;
 
     // A consumer that takes jobs and dies without acknowledging them: its jobs must be
     // reclaimed by the real workers.
@@ -162,7 +147,7 @@ async fn bad_submissions_and_unknown_indexes() {
     let redis = RedisProcess::server("");
     let pg = Postgres::start();
     let app = TestApp::with_jobs(&redis, &pg).await;
-    wait_until_jobs_ready(&app).await;
+    wait_for_job_routes(&app.base).await;
     for (body, status, why) in [
         (r#"{"index":10001}"#, 422, "from 0 to 10000"),
         (r#"{"index":-1}"#, 422, "from 0 to 10000"),
@@ -228,7 +213,7 @@ async fn postgres_down_gives_503_on_job_routes_only_then_recovers() {
     let redis = RedisProcess::server("");
     let pg = Postgres::start();
     let app = TestApp::with_jobs(&redis, &pg).await;
-    wait_until_jobs_ready(&app).await;
+    wait_for_job_routes(&app.base).await;
     assert_eq!(submit(&app, r#"{"index":5}"#, None).await.0, 202);
     pg.kill();
     let started = Instant::now();
@@ -289,7 +274,7 @@ async fn jobs_complete_on_a_redis_cluster() {
     let cluster = crate::support::cluster::ClusterSetup::start(3, 0, "");
     let pg = Postgres::start();
     let app = TestApp::with_jobs_on(cluster.store_config(), &pg).await;
-    wait_until_jobs_ready(&app).await;
+    wait_for_job_routes(&app.base).await;
     let store = [
         ("TALLY_REDIS_CLUSTER", cluster.seed_list()),
         (

@@ -306,27 +306,12 @@ impl BinaryApp {
         Self::start_command("serve", envs)
     }
 
-    /// `tally <subcommand>` (serve or web) with `envs` on free loopback ports.
-    /// Polls the API's job routes until they answer 200: they answer 503 until the Postgres
-    /// migrations have run, which takes seconds on a loaded machine.
+    /// Polls the API's job routes until they answer 200 (see `wait_for_job_routes`).
     pub async fn wait_for_job_routes(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let status = match reqwest::get(format!("{}/api/v1/fib/indexes", self.base)).await {
-                Ok(r) => r.status().as_u16(),
-                Err(_) => 0,
-            };
-            if status == 200 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job routes never became ready: {status}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_job_routes(&self.base).await;
     }
 
+    /// `tally <subcommand>` (serve or web) with `envs` on free loopback ports.
     pub fn start_command(subcommand: &str, envs: &[(&str, String)]) -> Self {
         Self::start_with(subcommand, envs, |_| {})
     }
@@ -492,4 +477,24 @@ pub fn worker_on(store: &[(&str, String)], name: &str) -> KillOnDrop {
         .spawn()
         .unwrap();
     KillOnDrop(child)
+}
+
+/// Waits until the job routes at `base` answer 200: the API answers 503 there until its
+/// Postgres migrations have run, which takes seconds on a loaded machine.
+pub async fn wait_for_job_routes(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = match reqwest::get(format!("{base}/api/v1/fib/indexes")).await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        };
+        if status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job routes never became ready: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
