@@ -113,9 +113,13 @@ wait "${LOADS[@]}" 2>/dev/null || true
 for a in old-app new-app; do
   echo "upgrade-figures: $a: $(grep -c '^ok' "$T/$a.out" || true) INCRs, $(grep -c '^auth' "$T/$a.out" || true) refused for credentials, $(grep -c '^other' "$T/$a.out" || true) failed otherwise ($(grep '^other' "$T/$a.out" | sort | uniq -c | sort -rn | head -n 2 | paste -sd';'))"
 done
-check "the old app (user default) was never refused for its credentials while old and new pods mixed" \
+# In the check's line, so a failure says what was refused (check-chart shows a test's FAIL lines).
+refusals() {
+  echo "$(grep -c '^ok' "$T/$1.out" || true) INCRs; refused: $(grep '^auth' "$T/$1.out" | sort | uniq -c | sort -rn | head -n 2 | paste -sd';')"
+}
+check "the old app (user default) was never refused for its credentials while old and new pods mixed [$(refusals old-app)]" \
   eval '! grep "^auth" "$T/old-app.out" >/dev/null && [ "$(grep -c "^ok" "$T/old-app.out")" -gt 50 ]'
-check "the new app (user tally) was never refused for its credentials (from the first new pod on)" \
+check "the new app (user tally) was never refused for its credentials (from the first new pod on) [$(refusals new-app)]" \
   eval '! grep "^auth" "$T/new-app.out" >/dev/null && [ "$(grep -c "^ok" "$T/new-app.out")" -gt 50 ]'
 
 # After: the old password is refused, the users work, the group fails over.

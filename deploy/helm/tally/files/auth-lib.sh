@@ -34,10 +34,11 @@
 auth_dir() { printf '%s\n' "${REDIS_AUTH_DIR:-/etc/redis-auth}"; }
 
 # read_secret FILE: the file's content without trailing newlines and carriage returns (as tally
-# reads it), empty if absent
+# reads it), empty if absent. The read is inside the `if`: a Secret's files change by one
+# symlink swap, so a file can vanish between the two, and a failed `cat` under `set -e` ended
+# the caller (the rotation loop stopped for good when the old password was removed).
 read_secret() {
-  if [ -n "$1" ] && [ -r "$1" ]; then
-    _rs=$(cat "$1")
+  if [ -n "$1" ] && [ -r "$1" ] && _rs=$(cat "$1" 2>/dev/null); then
     while :; do
       case "$_rs" in
         *"$(printf '\r')") _rs=${_rs%?} ;;
