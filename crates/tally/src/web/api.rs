@@ -200,7 +200,6 @@ impl ApiClient {
     }
 }
 
-/// One path segment, percent-encoded.
 /// Makes the API's span a child of the current web request's (W3C Trace Context): for the
 /// API client's calls and for the proxy alike.
 pub fn with_trace(mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -213,6 +212,7 @@ pub fn with_trace(mut request: reqwest::RequestBuilder) -> reqwest::RequestBuild
     request
 }
 
+/// One path segment, percent-encoded.
 pub fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
