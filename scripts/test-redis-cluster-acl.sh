@@ -60,6 +60,16 @@ done
 M=$(masters | sed -n 1p)
 run_script "$M" prestop-cluster.sh >"$T/prestop.log" 2>&1 || true
 check "preStop as operator: master $M handed its slots over ($(tail -n 1 "$T/prestop.log"))" eval '[ "$(role "$M")" = slave ]'
+# The demoted master resyncs with its successor; until it acknowledges, min-replicas-to-write 1
+# refuses that shard's writes (NOREPLICAS), which the load below would count against the rotation.
+masters_acknowledged() {
+  local m good
+  for m in $(masters); do
+    good=$(acli "$(rport "$m")" INFO replication | tr -d '\r' | sed -n 's/^min_slaves_good_slaves://p')
+    [ "${good:-0}" -ge 1 ] || return 1
+  done
+}
+wait_for 30 "every master has an acknowledging replica again" masters_acknowledged
 
 # Every password rotates in three steps while tally INCRs on new connections.
 load() {
