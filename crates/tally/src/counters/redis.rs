@@ -4,6 +4,8 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::combine::Batches;
 use super::Incremented;
 use crate::redis::RedisClient;
@@ -38,13 +40,10 @@ impl RedisCounters {
     ) -> Result<Incremented, StoreError> {
         let counter = self.redis.keys().counter(id);
         let Some(idem) = idem else {
-            let started = std::time::Instant::now();
+            let until = Instant::now() + deadline;
             let count = self
                 .batches
-                .incr(&counter, |n| {
-                    let left = deadline.saturating_sub(started.elapsed());
-                    self.redis.incr_by(&counter, n, left)
-                })
+                .incr(&counter, |n| self.redis.incr_by(&counter, n, until))
                 .await?;
             return Ok(Incremented {
                 count,
@@ -99,18 +98,18 @@ return redis.call('INCRBY', KEYS[1], ARGV[1])
 });
 
 impl RedisClient {
-    /// Adds `n` to `counter`: `INCR` for one, `INCRBY` for a combined batch.
-    async fn incr_by(&self, counter: &str, n: i64, deadline: Duration) -> Result<i64, StoreError> {
-        let started = std::time::Instant::now();
-        let mut cmd = redis::cmd(if n == 1 { "INCR" } else { "INCRBY" });
-        cmd.arg(counter);
+    /// Adds `n` to `counter` by `until`: `INCR` for one, `INCRBY` for a combined batch.
+    async fn incr_by(&self, counter: &str, n: i64, until: Instant) -> Result<i64, StoreError> {
+        // Sized up front: growing its buffers cost ~300 instructions per increment (callgrind).
+        let mut cmd = redis::Cmd::with_capacity(3, counter.len() + 32);
+        cmd.arg(if n == 1 { "INCR" } else { "INCRBY" }).arg(counter);
         if n != 1 {
             cmd.arg(n);
         }
-        match self.query("incr", counter, true, deadline, cmd).await {
+        match self.query("incr", counter, true, until, cmd).await {
             // Refused before it ran: only a new id needs room (see INCR_EXISTING).
             Err(StoreError::Full) => {
-                let left = deadline.saturating_sub(started.elapsed());
+                let left = until.saturating_duration_since(Instant::now());
                 Box::pin(self.incr_existing(counter.to_owned(), n, left)).await
             }
             other => other,
