@@ -227,7 +227,8 @@ applied() { # applied N: every redis reloaded and every sentinel restarted N tim
 # INCRs as user tally, each on a new TLS connection with the client's files of the moment. The
 # bound is 10 s, not the scripts' 3: a call killed by its bound is ambiguous (its INCR may have
 # run), and on a loaded CI machine, with the sentinels restarting, calls took 0.3 s on average;
-# the one failure CI saw came with a count one above the successes, as a killed call would.
+# the one failure CI saw also failed the count check, which is what a killed call whose INCR
+# ran produces (a refused one leaves the count equal to the successes).
 load() {
   local out rc
   while [ ! -e "$T/stop-load" ]; do
