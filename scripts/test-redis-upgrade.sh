@@ -80,6 +80,10 @@ replace_pod() {
 }
 sleep 2
 replace_pod "$OLD_FILES" 2
+# How far each load got at the marks below: the checks ask for INCRs in each phase, not for a
+# total, which depends on the machine's speed (a loaded CI machine managed 45 in the roll).
+oks() { grep -c '^ok' "$T/$1.out" || true; }
+old_at_first_new=$(oks old-app)
 O=$(master_node)
 check "the first new pod gave the old master (node $O) the users" \
   eval '[ -n "$(acli "$(rport "$O")" ACL GETUSER operator | tr -d "[:space:]")" ]'
@@ -93,6 +97,8 @@ sleep 3
 replace_pod "$OLD_FILES" 0
 wait_for 30 "after the roll: all three sentinels agree on a master with two replicas" \
   eval 'm=$(master_node); [ -n "$m" ] && replica_of $(((m + 1) % 3)) "$m" && replica_of $(((m + 2) % 3)) "$m"'
+old_after_roll=$(oks old-app)
+new_after_roll=$(oks new-app)
 sleep 3
 
 # The old password's key goes: user default turns off everywhere, in place.
@@ -117,10 +123,10 @@ done
 refusals() {
   echo "$(grep -c '^ok' "$T/$1.out" || true) INCRs; refused: $(grep '^auth' "$T/$1.out" | sort | uniq -c | sort -rn | head -n 2 | paste -sd';')"
 }
-check "the old app (user default) was never refused for its credentials while old and new pods mixed [$(refusals old-app)]" \
-  eval '! grep "^auth" "$T/old-app.out" >/dev/null && [ "$(grep -c "^ok" "$T/old-app.out")" -gt 50 ]'
-check "the new app (user tally) was never refused for its credentials (from the first new pod on) [$(refusals new-app)]" \
-  eval '! grep "^auth" "$T/new-app.out" >/dev/null && [ "$(grep -c "^ok" "$T/new-app.out")" -gt 50 ]'
+check "the old app (user default) was never refused for its credentials, and counted while old and new pods mixed [$(refusals old-app); $old_at_first_new before, $old_after_roll after the roll]" \
+  eval '! grep "^auth" "$T/old-app.out" >/dev/null && [ "$old_after_roll" -gt "$old_at_first_new" ] && [ "$old_at_first_new" -gt 0 ]'
+check "the new app (user tally) was never refused for its credentials, and counted in the roll and after the old password went [$(refusals new-app); $new_after_roll in the roll]" \
+  eval '! grep "^auth" "$T/new-app.out" >/dev/null && [ "$new_after_roll" -gt 0 ] && [ "$(oks new-app)" -gt "$new_after_roll" ]'
 
 # After: the old password is refused, the users work, the group fails over.
 acli() { as admin "$@"; }
