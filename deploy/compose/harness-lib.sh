@@ -32,17 +32,25 @@ compose() {
 d() { "$DOCKER" "$@"; }
 
 # parse_scenario_args HELP_LINES ARGS...: sets UPDATE_DOCS and SCENARIOS (default: every number in
-# ALL) from the harness's arguments; numbers must be rows of TITLE. --help prints lines 2 to
+# ALL, but those of --except=N,M) from the harness's arguments; numbers must be rows of TITLE. --help prints lines 2 to
 # HELP_LINES of the calling script.
 # shellcheck disable=SC2034 # UPDATE_DOCS and SCENARIOS are the caller's
 parse_scenario_args() {
-  local help_lines=$1 arg
+  local help_lines=$1 arg n nums
+  local -A except=()
   shift
   UPDATE_DOCS=0
   SCENARIOS=()
   for arg in "$@"; do
     case "$arg" in
       --update-docs) UPDATE_DOCS=1 ;;
+      --except=*)
+        IFS=, read -ra nums <<<"${arg#--except=}"
+        for n in "${nums[@]}"; do
+          [[ $n =~ ^[1-9][0-9]*$ && -n ${TITLE[$n]:-} ]] || { echo "--except: unknown scenario: $n" >&2; exit 2; }
+          except[$n]=1
+        done
+        ;;
       -h | --help)
         sed -n "2,${help_lines}p" "$0" | sed 's/^# \{0,1\}//'
         exit 0
@@ -53,7 +61,13 @@ parse_scenario_args() {
         ;;
     esac
   done
-  [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=("${ALL[@]}")
+  if [ ${#SCENARIOS[@]} -eq 0 ]; then
+    for n in "${ALL[@]}"; do [ -n "${except[$n]:-}" ] || SCENARIOS+=("$n"); done
+  elif [ ${#except[@]} -gt 0 ]; then
+    echo "--except goes with running all scenarios, not with a list of them" >&2
+    exit 2
+  fi
+  [ ${#SCENARIOS[@]} -gt 0 ] || { echo "--except left no scenario to run" >&2; exit 2; }
 }
 
 # preflight: SKIP (exit 0), or FAIL under CI=true, when this machine cannot run the harness

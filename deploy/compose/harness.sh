@@ -12,6 +12,7 @@
 #
 #   deploy/compose/harness.sh                    all scenarios
 #   deploy/compose/harness.sh 3 5                only those
+#   deploy/compose/harness.sh --except=10,15     all but those
 #   deploy/compose/harness.sh --update-docs      all, then rewrite the results table in docs/ha.md
 #
 # Needs root (or sudo) for dockerd, which it installs (Debian's docker.io, docker-compose) and
@@ -28,6 +29,9 @@
 #                     subnet, port, image tag and reports (target/ha-harness-tls/), so that it
 #                     can run beside the plain stack and harness-cluster.sh (.214.0/24, 18180);
 #                     --update-docs is refused
+#   TALLY_HA_PROJECT  a second plain stack beside the first (compose project, image tag and
+#                     reports in target/ha-harness-PROJECT/); give it its own TALLY_SUBNET and
+#                     TALLY_HA_PORT too. CI splits the scenarios over two stacks this way.
 #   TALLY_HA_RATE     requests per second            default: 300
 #   TALLY_HA_KEEP=1   leave the stack (and dockerd) running at the end, for a look around
 #   TALLY_BIN         the host `tally` for `tally check` (default: the one in the built image)
@@ -74,7 +78,7 @@ EOF_TABLE
 # Only when asked for, and with TALLY_HA_TLS=1 (harness-tls.sh).
 LOAD[17]=80 KIND[17]=nofail BOUND[17]=- TITLE[17]="Rotate the CA and every certificate under load over TLS (both CAs, new certificates, new CA)"
 
-parse_scenario_args 33 "$@"
+parse_scenario_args 37 "$@"
 
 preflight
 
@@ -95,8 +99,14 @@ if [ "$HA_TLS" = 1 ]; then
 else
   export TALLY_SUBNET=${TALLY_SUBNET:-172.31.213.0/24}
   export TALLY_PORT=${TALLY_HA_PORT:-18080}
-  PROJECT=tallyha
+  PROJECT=${TALLY_HA_PROJECT:-tallyha}
   ART=$ROOT/target/ha-harness
+  if [ "$PROJECT" != tallyha ]; then
+    [ "$UPDATE_DOCS" = 0 ] || { echo "--update-docs: run it on the default stack" >&2; exit 2; }
+    [[ "$PROJECT" =~ ^[a-z0-9]+$ ]] || { echo "TALLY_HA_PROJECT: lower-case letters and digits only" >&2; exit 2; }
+    ART=$ROOT/target/ha-harness-$PROJECT
+    export TALLY_IMAGE_HA=${TALLY_IMAGE_HA:-tally:ha-harness-$PROJECT}
+  fi
 fi
 export TALLY_LB_STATS_PORT=$((TALLY_PORT + 324))
 RATE=${TALLY_HA_RATE:-300}
