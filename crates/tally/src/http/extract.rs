@@ -86,7 +86,7 @@ pub fn body_error(rejection: &BytesRejection) -> ApiError {
 
 /// The last line of defence: an error answer that is not JSON (axum's own 405 for a route
 /// without a fallback, say) gets `{"error": "<reason>"}` with the same status. HTML pages of the
-/// web tier are left alone. `middleware::observe` calls it on every answer: one comparison for
+/// web tier are left alone. `middleware::ObserveLayer` calls it on every answer: one comparison for
 /// a success.
 pub fn json_error_body(response: &mut Response) {
     let status = response.status();

@@ -6,12 +6,18 @@
 //! Metrics use the route template (`/{id}`), never the raw path, and fixed sets of methods and
 //! statuses, so clients cannot explode label cardinality.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
+use tower::{Layer, Service};
 
 use super::error::ApiError;
 use crate::trace::{self, TraceContext, TRACEPARENT, TRACESTATE};
@@ -22,75 +28,183 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
-pub async fn observe(mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let request_id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .filter(|v| is_sane_request_id(v.as_bytes()))
-        .cloned()
-        .unwrap_or_else(new_request_id);
-    // Handlers that call other services (the web tier's proxy) pass the same id along.
-    request
-        .headers_mut()
-        .insert(&REQUEST_ID, request_id.clone());
-    let headers = request.headers();
-    // This span is the parent of whatever the request calls: the proxy and the API client take
-    // its `traceparent` from the task's scope (`trace::outgoing`), the job queue too. The
-    // request's own headers stay as the caller sent them.
-    let span = TraceContext::continue_from(
-        headers.get(&TRACEPARENT).map(HeaderValue::as_bytes),
-        headers.get(&TRACESTATE),
-    );
-    let method = request.method().clone();
-    // MatchedPath is an Arc inside: cloning it costs no allocation.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+/// The layer, for `Router::layer`. Written out as a `tower` service rather than with
+/// `axum::middleware::from_fn`: that one boxes the middleware's future and a clone of the inner
+/// service on every request, and moving those futures cost ~2,000 instructions of memcpy per
+/// request on either store (callgrind, bench/README.md).
+#[derive(Clone, Copy, Default)]
+pub struct ObserveLayer;
 
-    let header_bytes: usize = request
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum();
-    let mut response = if header_bytes > MAX_HEADER_BYTES {
-        ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!("request headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}"),
-        )
-        .into_response()
-    } else {
-        let mut response = trace::scope(span.clone(), next.run(request)).await;
-        super::extract::json_error_body(&mut response);
-        response
-    };
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
 
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    crate::metrics::http_request(route, &method, status, elapsed);
-    if trace::export::enabled() {
-        export_span(&span, &method, matched.as_ref(), status, &request_id);
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe { inner }
     }
-    // The ids are formatted only for a line that is written.
-    if crate::telemetry::access_enabled() {
-        crate::telemetry::access(&crate::telemetry::AccessEntry {
-            method: method.as_str(),
-            route,
-            status,
-            latency: elapsed,
-            request_id: request_id.to_str().unwrap_or_default(),
-            trace_id: span.trace_id_hex().as_str(),
-            span_id: span.span_id_hex().as_str(),
-        });
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    response.headers_mut().insert(&REQUEST_ID, request_id);
-    response
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let request_id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .filter(|v| is_sane_request_id(v.as_bytes()))
+            .cloned()
+            .unwrap_or_else(new_request_id);
+        // Handlers that call other services (the web tier's proxy) pass the same id along.
+        request
+            .headers_mut()
+            .insert(&REQUEST_ID, request_id.clone());
+        let headers = request.headers();
+        // This span is the parent of whatever the request calls: the proxy and the API client
+        // take its `traceparent` from the task's scope (`trace::outgoing`), the job queue too.
+        // The request's own headers stay as the caller sent them.
+        let span = TraceContext::continue_from(
+            headers.get(&TRACEPARENT).map(HeaderValue::as_bytes),
+            headers.get(&TRACESTATE),
+        );
+        let header_bytes: usize = headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        let seen = Seen {
+            started,
+            method: request.method().clone(),
+            // MatchedPath is an Arc inside: cloning it costs no allocation.
+            matched: request.extensions().get::<MatchedPath>().cloned(),
+            request_id,
+            span: span.clone(),
+        };
+        let answer = if header_bytes > MAX_HEADER_BYTES {
+            let refusal = ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "request headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}"
+                ),
+            );
+            Answer::Refused {
+                response: Some(refusal.into_response()),
+            }
+        } else {
+            // The inner service's future does its work when polled, inside the span's scope.
+            Answer::Running {
+                future: trace::scoped(span, self.inner.call(request)),
+            }
+        };
+        ObserveFuture {
+            answer,
+            seen: Some(seen),
+        }
+    }
+}
+
+pin_project! {
+    pub struct ObserveFuture<F> {
+        #[pin]
+        answer: Answer<F>,
+        seen: Option<Seen>,
+    }
+}
+
+pin_project! {
+    #[project = AnswerProj]
+    enum Answer<F> {
+        Running { #[pin] future: TaskLocalFuture<TraceContext, F> },
+        Refused { response: Option<Response> },
+    }
+}
+
+impl<F> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = match this.answer.project() {
+            AnswerProj::Running { future } => match ready!(future.poll(cx)) {
+                Ok(mut response) => {
+                    super::extract::json_error_body(&mut response);
+                    response
+                }
+                Err(never) => match never {},
+            },
+            AnswerProj::Refused { response } => response.take().expect("polled after it ended"),
+        };
+        this.seen
+            .take()
+            .expect("polled after it ended")
+            .record(&mut response);
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// What the layer saw of a request, for its log line, metrics and span once it is answered.
+struct Seen {
+    started: Instant,
+    method: Method,
+    matched: Option<MatchedPath>,
+    request_id: HeaderValue,
+    span: TraceContext,
+}
+
+impl Seen {
+    fn record(self, response: &mut Response) {
+        let elapsed = self.started.elapsed();
+        let status = response.status().as_u16();
+        let route = self
+            .matched
+            .as_ref()
+            .map_or("unmatched", MatchedPath::as_str);
+        crate::metrics::http_request(route, &self.method, status, elapsed);
+        if trace::export::enabled() {
+            export_span(
+                &self.span,
+                &self.method,
+                self.matched.as_ref(),
+                status,
+                &self.request_id,
+            );
+        }
+        // The ids are formatted only for a line that is written.
+        if crate::telemetry::access_enabled() {
+            crate::telemetry::access(&crate::telemetry::AccessEntry {
+                method: self.method.as_str(),
+                route,
+                status,
+                latency: elapsed,
+                request_id: self.request_id.to_str().unwrap_or_default(),
+                trace_id: self.span.trace_id_hex().as_str(),
+                span_id: self.span.span_id_hex().as_str(),
+            });
+        }
+        response.headers_mut().insert(&REQUEST_ID, self.request_id);
+    }
 }
 
 /// The request's server span, named and described as the OpenTelemetry HTTP conventions ask
 /// (docs/monitoring.md): `GET /{id}`, or the method alone when no route matched.
 fn export_span(
     span: &TraceContext,
-    method: &axum::http::Method,
+    method: &Method,
     matched: Option<&MatchedPath>,
     status: u16,
     request_id: &HeaderValue,

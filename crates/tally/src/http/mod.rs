@@ -14,7 +14,7 @@ pub use self::error::ApiError;
 use crate::config::RateLimit;
 
 /// What every public listener puts in front of its routes: the rate limit when configured
-/// (off, it costs nothing), inside `observe`, so refused requests are logged and counted.
+/// (off, it costs nothing), inside `ObserveLayer`, so refused requests are logged and counted.
 pub fn with_edge_layers<S: Clone + Send + Sync + 'static>(
     routes: Router<S>,
     rate_limit: Option<&RateLimit>,
@@ -26,5 +26,5 @@ pub fn with_edge_layers<S: Clone + Send + Sync + 'static>(
         )),
         None => routes,
     };
-    routes.layer(axum::middleware::from_fn(middleware::observe))
+    routes.layer(middleware::ObserveLayer)
 }

@@ -162,9 +162,13 @@ tokio::task_local! {
     static CURRENT: TraceContext;
 }
 
-/// Runs `work` with `context` as the current span of this task.
-pub async fn scope<F: std::future::Future>(context: TraceContext, work: F) -> F::Output {
-    CURRENT.scope(context, work).await
+/// Runs `work` with `context` as the current span of this task (a future that can be named, for
+/// a hand-written service's future).
+pub fn scoped<F: std::future::Future>(
+    context: TraceContext,
+    work: F,
+) -> tokio::task::futures::TaskLocalFuture<TraceContext, F> {
+    CURRENT.scope(context, work)
 }
 
 /// Runs `work` within `context` when there is one (for tasks spawned by a request).
