@@ -32,8 +32,8 @@ compose() {
 d() { "$DOCKER" "$@"; }
 
 # parse_scenario_args HELP_LINES ARGS...: sets UPDATE_DOCS and SCENARIOS (default: every number in
-# ALL, but those of --except=N,M) from the harness's arguments; numbers must be rows of TITLE. --help prints lines 2 to
-# HELP_LINES of the calling script.
+# ALL, but those of --except=N,M) from the harness's arguments; numbers must be rows of TITLE.
+# --help prints lines 2 to HELP_LINES of the calling script.
 # shellcheck disable=SC2034 # UPDATE_DOCS and SCENARIOS are the caller's
 parse_scenario_args() {
   local help_lines=$1 arg n nums
