@@ -31,7 +31,7 @@
 #                     --update-docs is refused
 #   TALLY_HA_PROJECT  a second plain stack beside the first (compose project, image tag and
 #                     reports in target/ha-harness-PROJECT/); give it its own TALLY_SUBNET and
-#                     TALLY_HA_PORT too. CI splits the scenarios over two stacks this way.
+#                     TALLY_HA_PORT too (docs/ha.md: why CI runs one Sentinel stack at a time).
 #   TALLY_HA_RATE     requests per second            default: 300
 #   TALLY_HA_KEEP=1   leave the stack (and dockerd) running at the end, for a look around
 #   TALLY_BIN         the host `tally` for `tally check` (default: the one in the built image)
