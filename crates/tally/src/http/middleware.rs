@@ -30,8 +30,8 @@ const MAX_REQUEST_ID_BYTES: usize = 128;
 
 /// The layer, for `Router::layer`. Written out as a `tower` service rather than with
 /// `axum::middleware::from_fn`: that one boxes the middleware's future and a clone of the inner
-/// service on every request, and moving those futures cost ~2,000 instructions of memcpy per
-/// request on either store (callgrind, bench/README.md).
+/// service on every request, which cost 1,200–1,900 instructions per request on either store
+/// (callgrind, bench/README.md, "The edge layer as a tower service").
 #[derive(Clone, Copy, Default)]
 pub struct ObserveLayer;
 
