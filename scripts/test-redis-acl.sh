@@ -155,7 +155,10 @@ expect "$MP" sentinel OK CLIENT KILL TYPE normal
 expect "$MP" sentinel refused CONFIG SET maxmemory 1
 expect "$MP" operator OK REPLICAOF NO ONE
 expect "$MP" operator OK CONFIG SET replica-priority 0
-expect "$MP" operator OK CLIENT PAUSE 10 WRITE
+expect "$MP" operator OK PUBLISH tally:redis:prestop fenced
+expect "$MP" operator OK WAIT 0 0
+expect "$MP" operator refused PUBLISH other x
+expect "$MP" operator refused CLIENT PAUSE 10 WRITE
 expect "$MP" operator OK GET tally:redis:clock
 expect "$MP" operator refused ACL LOAD
 expect "$MP" operator refused CONFIG REWRITE

@@ -4,7 +4,7 @@
 # users with passwords of awkward characters), started at once as a StatefulSet with parallel pod
 # management would.
 # Checks bootstrap of node 0 as master, a killed master rejoining as a replica, the preStop
-# handover (CLIENT PAUSE WRITE + SENTINEL FAILOVER), a restarted sentinel following the current
+# handover (a write fence, WAIT, SENTINEL FAILOVER), a restarted sentinel following the current
 # master without being counted twice, the probes, a master that returns with an empty data
 # directory, cold starts of the whole group (one node behind; the master never back), a hung
 # master that steps down by itself, and a master that fences itself without its sentinels; and
@@ -87,7 +87,8 @@ check "node 0 asked the sentinels and started as a replica" \
   grep -q "starting as replica of 127.0.0.1:$(rport "$M")" "$T/n0/redis.log"
 wait_for 10 "node 0 has the data written after the failover" eval '[ "$(rcli "$(rport 0)" GET count:test)" = 4 ]'
 
-# 3. preStop on the master: writes paused, SENTINEL FAILOVER, wait for the switch.
+# 3. preStop on the master: writes fenced (NOREPLICAS), the replicas confirm every write taken,
+# SENTINEL FAILOVER, wait for the switch, the fence lifted.
 t0=$(date +%s)
 if run_script "$M" prestop-redis.sh >"$T/prestop.log" 2>&1; then ok "preStop exits 0"; else bad "preStop exit code"; fi
 dt=$(($(date +%s) - t0))
@@ -97,6 +98,10 @@ else
   bad "preStop did not hand over"
   cat "$T/prestop.log"
 fi
+check "preStop: both replicas confirmed every write before the failover ($(grep -o '[0-9]* of [0-9]* online' "$T/prestop.log"))" \
+  grep -q '2 of 2 online replica(s) acknowledged' "$T/prestop.log"
+check "preStop lifted its fence: min-replicas-to-write is 1 again on node $M" \
+  eval '[ "$(rcli "$(rport "$M")" CONFIG GET min-replicas-to-write | sed -n 2p)" = 1 ]'
 wait_for 15 "after preStop all sentinels name a new master" \
   eval 'm=$(master_node); [ -n "$m" ] && [ "$m" != "$M" ]'
 M2=$(master_node)

@@ -73,9 +73,11 @@ pub enum Unavailable {
     ReadOnly,
     /// The server is loading its dataset after a restart.
     Loading,
-    /// The master refused the write: too few replicas in sync (`min-replicas-to-write`).
-    /// The command did not run.
+    /// The master refused the write: too few replicas in sync (`min-replicas-to-write`), or
+    /// it fenced itself (a preStop handover, no majority of sentinels). The command did not run.
     NoReplicas,
+    /// The write ran, but `WAIT` returned before enough replicas confirmed it.
+    Unconfirmed,
     /// The connection broke while a command was in flight. The command may have run.
     Io,
     /// Any other error the server returned.
@@ -105,6 +107,7 @@ impl Unavailable {
             Self::ReadOnly => "readonly",
             Self::Loading => "loading",
             Self::NoReplicas => "no_replicas",
+            Self::Unconfirmed => "unconfirmed",
             Self::Io => "io",
             Self::Server => "server",
             Self::Config => "config",
@@ -138,6 +141,7 @@ impl StoreError {
                 kind: Unavailable::Connect
                     | Unavailable::NoMaster
                     | Unavailable::ReadOnly
+                    | Unavailable::NoReplicas
                     | Unavailable::Config
                     | Unavailable::Redirect
                     | Unavailable::ClusterDown,

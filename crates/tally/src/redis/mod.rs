@@ -8,7 +8,8 @@
 //! connection per request would cost a round trip and a socket each). The connection is
 //! replaced, never repaired: any I/O error, timeout or READONLY drops it, and the next request
 //! opens a fresh one (asking the sentinels again in Sentinel mode). A command whose outcome is
-//! unknown is never re-sent; only a command that certainly did not run (READONLY) is retried.
+//! unknown is never re-sent; only a command that certainly did not run (READONLY, NOREPLICAS) is
+//! retried.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -234,12 +235,30 @@ impl RedisClient {
         let link = &self.inner.link;
         let open = || |budget| self.open_master(budget);
         let mut result = self.attempt(link, open(), until, write, op, None).await;
-        if is_readonly(&result) {
-            // READONLY: the server was demoted and refused before executing. Any connection
-            // opened before now may lead to it (another request may have reconnected to it just
-            // before the demotion), so drop it too; then try again until a connection reaches
-            // the new master, while nothing has run and the deadline allows.
-            link.invalidate_opened_before(Instant::now());
+        let refused = match &result {
+            Err(StoreError::Unavailable { kind, .. }) => Some(*kind),
+            _ => None,
+        };
+        if matches!(
+            refused,
+            Some(Unavailable::ReadOnly | Unavailable::NoReplicas)
+        ) {
+            if refused == Some(Unavailable::ReadOnly) {
+                // READONLY: the server was demoted. Any connection opened before now may lead
+                // to it (another request may have reconnected to it just before the
+                // demotion), so drop it too.
+                link.invalidate_opened_before(Instant::now());
+            } else if Instant::now() + RETRY_PAUSE < until {
+                // NOREPLICAS: the master refuses writes. A preStop handover fences it until
+                // the sentinels name the new master (a second or two); a master cut off from its
+                // replicas or sentinels fences itself until a failover. The attempt dropped the
+                // connection in Sentinel mode, so the next try asks the sentinels again.
+                tokio::time::sleep(RETRY_PAUSE).await;
+            } else {
+                return result;
+            }
+            // Both refused before executing: try again until the write is taken, while
+            // nothing has run and the deadline allows.
             loop {
                 crate::metrics::store_retry(name);
                 result = self.attempt(link, open(), until, write, op, None).await;
@@ -345,7 +364,9 @@ impl RedisClient {
         match kind {
             // Too few replicas behind this master: it may have been cut off and replaced, so
             // look for the master again. Standalone has nowhere else to go.
-            Unavailable::NoReplicas => !matches!(self.inner.source, Source::Standalone { .. }),
+            Unavailable::NoReplicas | Unavailable::Unconfirmed => {
+                !matches!(self.inner.source, Source::Standalone { .. })
+            }
             // The connection is fine; in Sentinel mode the sentinels fail over away from a
             // master whose disk fails (it answers PING with MISCONF too). A redirect names
             // another node, and this one still serves its other slots.

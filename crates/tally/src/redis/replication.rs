@@ -69,7 +69,7 @@ async fn run(
             Ok(Ok(acked)) => {
                 crate::metrics::wait_timeout();
                 Err(StoreError::unavailable(
-                    Unavailable::NoReplicas,
+                    Unavailable::Unconfirmed,
                     format!("WAIT: {acked} of {replicas} replicas confirmed within {timeout:?}"),
                 ))
             }

@@ -14,6 +14,7 @@ mod counters;
 mod credentials;
 mod database_tls;
 mod failures;
+mod fencing;
 mod hostile;
 mod jobs;
 mod messages;

@@ -127,9 +127,10 @@ acl_rules() {
       ;;
     redis:operator)
       # The clock key in its own database; the rest is the group's own state. COMMAND DOCS:
-      # redis-cli reading commands from a pipe (announce_tail) asks for it first.
-      printf '~tally:redis:clock resetchannels -@all +ping +info +role +select +get +incr +command|docs'
-      printf ' +replicaof +config|get +config|set +client|pause +client|unpause +client|setname +client|list'
+      # redis-cli reading commands from a pipe (announce_tail, preStop) asks for it first.
+      # PUBLISH on its own channel + WAIT: preStop's check that the replicas have every write.
+      printf '~tally:redis:clock resetchannels &tally:redis:prestop -@all +ping +info +role +select +get'
+      printf ' +incr +command|docs +publish +wait +replicaof +config|get +config|set +client|setname +client|list'
       printf ' +cluster|info +cluster|nodes +cluster|myid +cluster|meet +cluster|forget +cluster|replicate'
       printf ' +cluster|failover +cluster|addslots +cluster|addslotsrange +cluster|set-config-epoch\n'
       ;;

@@ -143,9 +143,15 @@ clock_loop() {
   _was=''
   _master_since=0
   _fenced=no
-  _min_replicas=1
+  _min_replicas=''
   while sleep "$REDIS_CLOCK_INTERVAL" && kill -0 "$_pid" 2>/dev/null; do
     _info=$(redis_cli "$MY_REDIS" INFO replication 2>/dev/null) || continue
+    # The configured value, read before anything fences (preStop fences too): what unfencing
+    # restores.
+    if [ -z "$_min_replicas" ]; then
+      _min_replicas=$(redis_cli "$MY_REDIS" CONFIG GET min-replicas-to-write | sed -n 2p)
+      [ -n "$_min_replicas" ] || continue
+    fi
     _role=$(info_field "$_info" role)
     if [ "$_role" = master ] && [ "$_was" != master ]; then _master_since=$(date +%s); fi
     if [ "$_role" = slave ] && [ "$_fenced" = yes ]; then
@@ -206,7 +212,6 @@ clock_loop() {
           # off from them, or a failover is under way). A replica it can still reach would
           # confirm writes (WAIT) that the failover then throws away, so it refuses them
           # (NOREPLICAS) until the sentinels confirm it, or name another.
-          _min_replicas=$(redis_cli "$MY_REDIS" CONFIG GET min-replicas-to-write | sed -n 2p)
           redis_cli "$MY_REDIS" CONFIG SET min-replicas-to-write "$REDIS_NODE_COUNT" >/dev/null 2>&1 \
             && _fenced=yes && log "no majority of sentinels confirms this master: refusing writes"
         fi
