@@ -73,7 +73,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     ("http_request_duration_seconds", Kind::Histogram, "Time from request to response, by route template and method"),
     ("tally_store_command_duration_seconds", Kind::Histogram, "Store command latency including connection setup, by command"),
     ("tally_store_errors_total", Kind::Counter, "Failed store commands, by command and error kind"),
-    ("tally_store_retries_total", Kind::Counter, "Store commands sent again because the first try certainly did not run (READONLY; in Cluster mode also MOVED, ASK, TRYAGAIN, CLUSTERDOWN)"),
+    ("tally_store_retries_total", Kind::Counter, "Store commands sent again because the first try certainly did not run (READONLY, NOREPLICAS; in Cluster mode also MOVED, ASK, TRYAGAIN, CLUSTERDOWN)"),
     ("tally_cluster_shards", Kind::Gauge, "Cluster mode: masters in the slot map (state=known) and those that answered the last readiness ping (state=up)"),
     ("tally_cluster_shard_commands_total", Kind::Counter, "Cluster mode: store commands by shard (its first slot) and outcome (ok, error)"),
     ("tally_cluster_redirects_total", Kind::Counter, "Cluster mode: redirects followed, by kind (moved, ask, later: TRYAGAIN or CLUSTERDOWN)"),
