@@ -53,12 +53,11 @@ lift_fence() {
 }
 trap lift_fence EXIT
 trap 'exit 0' INT TERM
-if [ -n "$fence_to" ] && [ -n "$fence_lag" ]; then
+if [ -n "$fence_to" ] && [ -n "$fence_lag" ] \
+  && redis_cli "$MY_REDIS" CONFIG SET min-replicas-to-write "$REDIS_NODE_COUNT" >/dev/null 2>&1; then
+  fenced=yes
   [ "$fence_lag" -gt 0 ] || redis_cli "$MY_REDIS" CONFIG SET min-replicas-max-lag 10 >/dev/null 2>&1
-  if redis_cli "$MY_REDIS" CONFIG SET min-replicas-to-write "$REDIS_NODE_COUNT" >/dev/null 2>&1; then
-    fenced=yes
-    log "master with $replicas replica(s): refusing writes for at most ${PRESTOP_PAUSE_MS}ms"
-  fi
+  log "master with $replicas replica(s): refusing writes for at most ${PRESTOP_PAUSE_MS}ms"
 fi
 [ "$fenced" = yes ] || log "could not fence writes; failing over anyway"
 
