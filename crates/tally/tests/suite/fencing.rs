@@ -85,3 +85,36 @@ async fn a_fence_that_outlasts_the_deadline_gives_503_at_the_deadline_and_applie
         (200, serde_json::json!({ "count": 1 }))
     );
 }
+
+/// The other side of the rule: a write whose `WAIT` came back short ran, so it is answered 503
+/// and never sent again. A Redis without replicas, with replicated durability: every `WAIT 1`
+/// returns 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_its_replicas_did_not_confirm_gets_503_and_is_never_sent_again() {
+    let redis = RedisProcess::server("");
+    let mut config = crate::support::test_config();
+    config.store = StoreConfig::Redis(RedisTarget::parse_url(&redis.url(PASSWORD)).unwrap());
+    config.durability = tally::config::Durability::Replicated {
+        replicas: 1,
+        timeout: Duration::from_millis(200),
+    };
+    let app = TestApp::spawn(config).await;
+    for n in 1..=2 {
+        let (status, body) = app.json("/k").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body.get("count").is_none(),
+            "a 503 never carries a count: {body}"
+        );
+        // It ran once: the read sees exactly n.
+        assert_eq!(
+            app.json("/api/v1/counters/k").await,
+            (200, serde_json::json!({ "id": "k", "count": n }))
+        );
+    }
+    assert_eq!(
+        retries(&app).await,
+        0.0,
+        "an unconfirmed write was sent again"
+    );
+}
